@@ -1,0 +1,3 @@
+from finetune_service.cli import main
+
+main()

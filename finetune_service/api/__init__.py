@@ -1,0 +1,1 @@
+"""HTTP controllers. No business logic here: parse, call a service, shape the answer."""

@@ -1,0 +1,32 @@
+"""Dependency providers: handlers ask for services by name and get the app's instances."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+
+from finetune_service.auth import Principal
+from finetune_service.container import Services
+from finetune_service.services.catalog import Catalog
+
+
+def _principal(request: Request[Principal, Any, Any]) -> Principal:
+    return request.user
+
+
+def _services(state: State) -> Services:
+    return state.services
+
+
+def _catalog(services: NamedDependency[Services]) -> Catalog:
+    return services.catalog
+
+
+DEPENDENCIES = {
+    "principal": Provide(_principal, sync_to_thread=False),
+    "services": Provide(_services, sync_to_thread=False),
+    "catalog": Provide(_catalog, sync_to_thread=False),
+}

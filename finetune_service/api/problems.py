@@ -1,0 +1,140 @@
+"""Turn every exception into a client-readable answer.
+
+`/v1/...` answers in OpenAI's error shape so the openai SDK raises the right exception
+class; everything else answers RFC 9457 problem details. Unexpected errors are logged
+with the request id and answered without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from finetune_service.errors import DomainError, kind_of, retry_after_of
+from finetune_service.request_id import request_id_of
+
+log = logging.getLogger("finetune_service.errors")
+
+PROBLEM_JSON = "application/problem+json"
+_OPENAI_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def _is_openai_surface(request: Request[Any, Any, Any]) -> bool:
+    return request.url.path.startswith("/v1/") or request.url.path == "/v1"
+
+
+def error_response(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    param: str | None = None,
+    openai_type: str | None = None,
+    retry_after: float | None = None,
+) -> Response[Any]:
+    headers = {"X-Request-ID": request_id_of(request.scope)}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(0, math.ceil(retry_after)))
+    if _is_openai_surface(request):
+        body: dict[str, Any] = {
+            "error": {
+                "message": detail,
+                "type": openai_type or _OPENAI_TYPE_BY_STATUS.get(status, "server_error"),
+                "param": param,
+                "code": slug.replace("-", "_"),
+            }
+        }
+        return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
+    problem: dict[str, Any] = {
+        "type": f"https://finetune-service.dev/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": headers["X-Request-ID"],
+    }
+    if errors:
+        problem["errors"] = errors
+    return Response(problem, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    kind = kind_of(exc)
+    return error_response(
+        request, status=kind.status, slug=kind.slug, title=kind.title, detail=exc.detail,
+        errors=exc.errors, param=exc.param, openai_type=kind.openai_type, retry_after=retry_after_of(exc),
+    )
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            field = item.get("key") or item.get("source") or "body"
+            errors.append({"field": str(field), "message": str(item.get("message", "is invalid"))})
+    if errors:
+        detail = "Invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    else:
+        detail = f"Invalid request: {exc.detail}"
+    return error_response(
+        request, status=400, slug="invalid-request", title="Invalid request", detail=detail,
+        errors=errors, param=errors[0]["field"] if errors else None,
+    )
+
+
+_TITLES = {
+    404: "Not found", 405: "Method not allowed", 413: "Payload too large", 415: "Unsupported media type",
+}
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code >= 500:
+        return _unexpected(request, exc)
+    detail = exc.detail
+    if exc.status_code == 404 and detail in ("Not Found", ""):
+        detail = f"No route for {request.method} {request.url.path}; see /schema for the API."
+    elif exc.status_code == 413:
+        detail = f"Request body too large: {detail}"
+    title = _TITLES.get(exc.status_code, "Bad request")
+    return error_response(
+        request, status=exc.status_code, slug=title.lower().replace(" ", "-"), title=title, detail=detail,
+        retry_after=None,
+    )
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    request_id = request_id_of(request.scope)
+    log.error("unexpected error handling %s %s [request_id=%s]", request.method, request.url.path,
+              request_id, exc_info=exc)
+    return error_response(
+        request, status=500, slug="internal-error", title="Internal server error",
+        detail=f"The service hit an unexpected error. Report request id {request_id} to the operator.",
+        openai_type="server_error",
+    )
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: _domain,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _unexpected,
+}

@@ -1,0 +1,66 @@
+"""create_app(settings) -> Litestar: routes, dependencies, lifespan and error handling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from finetune_service import __version__
+from finetune_service.api.catalog import CatalogController
+from finetune_service.api.deps import DEPENDENCIES
+from finetune_service.api.health import health, ready
+from finetune_service.api.problems import EXCEPTION_HANDLERS
+from finetune_service.auth import ApiKeyMiddleware
+from finetune_service.container import Services
+from finetune_service.request_id import request_id_middleware
+from finetune_service.settings import Settings
+
+log = logging.getLogger("finetune_service")
+
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await Services.start(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    return Litestar(
+        route_handlers=[health, ready, CatalogController],
+        lifespan=[lifespan],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            request_id_middleware,
+            DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
+        ],
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
+        request_max_body_size=settings.max_upload_bytes,
+        openapi_config=OpenAPIConfig(
+            title="finetune-service",
+            version=__version__,
+            description="One REST API over every LLM fine-tuning provider.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="An API key"),
+            }),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )

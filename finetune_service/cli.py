@@ -1,0 +1,114 @@
+"""Command line: serve, migrate, keys create (and the data team's convert)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+
+from finetune_service.auth import KeyStore
+from finetune_service.db.engine import Database
+from finetune_service.db.migrate import upgrade
+from finetune_service.errors import ConfigurationError
+from finetune_service.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _migrated_key_store(settings: Settings) -> tuple[Database, KeyStore]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    await upgrade(database)
+    store = KeyStore(database, settings.api_keys)
+    await store.refresh_mode()
+    return database, store
+
+
+async def _open_mode(settings: Settings) -> bool:
+    database, store = await _migrated_key_store(settings)
+    await database.dispose()
+    return store.open_mode
+
+
+def serve(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from finetune_service.app import create_app
+
+    if asyncio.run(_open_mode(settings)) and not is_loopback(host):
+        print(
+            f"Refusing to listen on {host}: no API key is configured, so anyone who can reach this "
+            "address could use the service. Set FINETUNE_API_KEYS=tenant:key or run "
+            "'finetune-service keys create --tenant NAME', or bind to 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False)
+    return 0
+
+
+def migrate(settings: Settings) -> int:
+    async def run() -> None:
+        database = Database(settings.database_url)
+        await upgrade(database)
+        await database.dispose()
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run())
+    print("database is at the latest migration")
+    return 0
+
+
+def create_key(settings: Settings, tenant: str, name: str | None) -> int:
+    async def run() -> str:
+        database, store = await _migrated_key_store(settings)
+        _, key = await store.create(tenant, name)
+        await database.dispose()
+        return key
+
+    key = asyncio.run(run())
+    print(key)
+    print(f"Created an API key for tenant {tenant!r}. It is shown once; store it now.", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finetune-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the HTTP service")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+
+    commands.add_parser("migrate", help="apply database migrations")
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create an API key for a tenant (printed once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if args.command == "serve":
+        sys.exit(serve(settings, args.host, args.port))
+    if args.command == "migrate":
+        sys.exit(migrate(settings))
+    sys.exit(create_key(settings, args.tenant, args.name))

@@ -1,0 +1,1 @@
+"""Database access: async engine, SQLModel tables and alembic migrations."""

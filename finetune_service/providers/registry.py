@@ -1,0 +1,15 @@
+"""Build every provider from settings, in one place."""
+
+from __future__ import annotations
+
+from finetune_service.providers.base import FineTuneProvider, ProviderName
+from finetune_service.providers.sandbox import SandboxProvider
+from finetune_service.settings import Settings
+
+
+def build_providers(settings: Settings) -> dict[ProviderName, FineTuneProvider]:
+    return {
+        ProviderName.SANDBOX: SandboxProvider(
+            settings.data_dir / "sandbox", step_seconds=settings.sandbox_step_seconds
+        ),
+    }

@@ -1,0 +1,1 @@
+"""Use cases. The only layer that converts between request Structs and table rows."""

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from finetune_service.app import create_app
+from finetune_service.settings import Settings
+from tests.conftest import AUTH_A
+
+
+async def test_missing_key_is_401_problem(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/api/finetune/providers")
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "Authorization: Bearer" in response.json()["detail"]
+
+
+async def test_wrong_key_is_401_and_does_not_echo_it(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/api/finetune/providers", headers={"Authorization": "Bearer not-a-key-123"})
+    assert response.status_code == 401
+    assert "not-a-key-123" not in response.text
+    assert "Invalid API key" in response.json()["detail"]
+
+
+async def test_non_bearer_scheme_is_401(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/api/finetune/providers", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert response.status_code == 401
+
+
+async def test_health_and_ready_need_no_key(client: AsyncTestClient[Litestar]) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    assert (await client.get("/ready")).json() == {"status": "ready"}
+
+
+async def test_unknown_route_is_problem_404_with_request_id(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/api/finetune/nothing-here", headers=AUTH_A)
+    assert response.status_code == 404
+    body = response.json()
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "/schema" in body["detail"]
+
+
+async def test_v1_errors_use_openai_shape(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/v1/nothing")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    assert "/v1/nothing" in error["message"]
+
+
+async def test_parameter_validation_names_parameter_and_range(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post(
+        "/api/finetune/parameters/SANDBOX/validate",
+        json={"parameters": {"n_epochs": 50, "learning_rate": "fast", "colour": "blue"}},
+        headers=AUTH_A,
+    )
+    assert response.status_code == 422
+    problem = response.json()
+    fields = {e["field"]: e["message"] for e in problem["errors"]}
+    assert fields["parameters.n_epochs"] == "must be an integer >= 1 and <= 20, got 50"
+    assert "got 'fast'" in fields["parameters.learning_rate"]
+    assert fields["parameters.colour"].startswith("unknown parameter for Sandbox (offline); known:")
+    assert "n_epochs" in problem["detail"]
+
+
+async def test_valid_parameters_come_back_with_defaults(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post(
+        "/api/finetune/parameters/sandbox/validate", json={"parameters": {"n_epochs": 3}}, headers=AUTH_A
+    )
+    assert response.status_code == 200
+    assert response.json()["parameters"] == {
+        "n_epochs": 3, "learning_rate": 1e-5, "batch_size": 8, "training_method": "sft",
+    }
+
+
+async def test_malformed_json_body_is_400_naming_the_problem(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post(
+        "/api/finetune/parameters/sandbox/validate", content=b"{not json", headers={
+            **AUTH_A, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "JSON is malformed" in response.json()["detail"]
+
+
+async def test_wrong_body_type_names_the_field(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post(
+        "/api/finetune/parameters/sandbox/validate", json={"parameters": [1, 2]}, headers=AUTH_A
+    )
+    assert response.status_code == 400
+    assert "parameters" in response.json()["detail"]
+
+
+async def test_ready_fails_when_database_unreachable(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    app = create_app(settings)
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/ready")).status_code == 200
+        await app.state.services.database.dispose()
+        (tmp_path / "db.sqlite").unlink()
+        (tmp_path / "db.sqlite").mkdir()  # a directory where the database file was: unopenable
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    assert "FINETUNE_DATABASE_URL" in response.json()["detail"]
+
+
+async def test_ready_fails_when_postgres_unreachable(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    app = create_app(settings)
+    async with AsyncTestClient(app) as client:
+        services = app.state.services
+        from finetune_service.db.engine import Database
+
+        await services.database.dispose()
+        services.database = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["status"] == 503
+
+
+async def test_open_mode_serves_default_tenant_without_key(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    async with AsyncTestClient(create_app(settings)) as client:
+        response = await client.get("/api/finetune/providers", headers={"Authorization": "Bearer anything"})
+        assert response.status_code == 200
+        assert (await client.get("/api/finetune/providers")).status_code == 200

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from litestar.testing import AsyncTestClient
+
+from finetune_service.app import create_app
+from finetune_service.settings import Settings
+
+
+def _run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "FINETUNE_DATA_DIR": str(data_dir), **env}
+    environment.pop("FINETUNE_API_KEYS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "finetune_service", *args], capture_output=True, text=True, env=environment,
+        timeout=60, check=False,
+    )
+
+
+def test_serve_refuses_public_bind_without_keys(tmp_path: Path) -> None:
+    result = _run(["serve", "--host", "0.0.0.0", "--port", "1"], tmp_path)
+    assert result.returncode == 2
+    assert "Refusing to listen on 0.0.0.0" in result.stderr
+    assert "FINETUNE_API_KEYS" in result.stderr
+
+
+def test_bad_configuration_is_reported_not_raised(tmp_path: Path) -> None:
+    result = _run(["migrate"], tmp_path, FINETUNE_SYNC_INTERVAL="soon")
+    assert result.returncode == 2
+    assert "configuration error: FINETUNE_SYNC_INTERVAL must be a number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_created_key_authenticates_and_is_stored_hashed(tmp_path: Path) -> None:
+    result = _run(["keys", "create", "--tenant", "acme"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    assert key.startswith("fts_") and len(key) > 40
+    assert key.encode() not in (tmp_path / "finetune.db").read_bytes()
+    app = create_app(Settings(data_dir=tmp_path))
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/api/finetune/providers")).status_code == 401
+        ok = await client.get("/api/finetune/providers", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+        wrong = await client.get("/api/finetune/providers", headers={"Authorization": f"Bearer {key}x"})
+        assert wrong.status_code == 401
+
+
+def test_migrate_creates_schema(tmp_path: Path) -> None:
+    result = _run(["migrate"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "latest migration" in result.stdout
+    assert (tmp_path / "finetune.db").exists()
