@@ -15,8 +15,10 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from finetune_service import __version__
 from finetune_service.api.catalog import CatalogController
+from finetune_service.api.datasets import DatasetsController
 from finetune_service.api.deps import DEPENDENCIES
 from finetune_service.api.health import health, ready
+from finetune_service.api.jobs import JobsController
 from finetune_service.api.problems import EXCEPTION_HANDLERS
 from finetune_service.auth import ApiKeyMiddleware
 from finetune_service.container import Services
@@ -41,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await services.close()
 
     return Litestar(
-        route_handlers=[health, ready, CatalogController],
+        route_handlers=[health, ready, CatalogController, DatasetsController, JobsController],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

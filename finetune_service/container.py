@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from finetune_service.auth import KeyStore
 from finetune_service.db.engine import Database
 from finetune_service.db.migrate import upgrade
 from finetune_service.providers.base import FineTuneProvider, ProviderName
 from finetune_service.providers.registry import build_providers
+from finetune_service.scheduler import start_scheduler
 from finetune_service.services.catalog import Catalog
+from finetune_service.services.datasets import DatasetsService
+from finetune_service.services.jobs import JobsService
+from finetune_service.services.sync import JobSync
 from finetune_service.settings import Settings
+from finetune_service.storage import DatasetStore
 
 
 @dataclass
@@ -20,6 +27,10 @@ class Services:
     key_store: KeyStore
     providers: dict[ProviderName, FineTuneProvider]
     catalog: Catalog
+    datasets: DatasetsService
+    sync: JobSync
+    jobs: JobsService
+    scheduler: AsyncIOScheduler | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
@@ -32,10 +43,21 @@ class Services:
         providers = build_providers(settings)
         catalog = Catalog(providers, timeout_seconds=settings.provider_timeout_seconds,
                           cache_seconds=settings.models_cache_seconds)
-        return cls(settings=settings, database=database, key_store=key_store, providers=providers,
-                   catalog=catalog)
+        store = DatasetStore(settings.datasets_dir)
+        store.clear_staging()
+        datasets = DatasetsService(database, store, settings.max_upload_bytes)
+        sync = JobSync(database, providers, store, sync_interval=settings.sync_interval_seconds or 30.0)
+        services = cls(
+            settings=settings, database=database, key_store=key_store, providers=providers, catalog=catalog,
+            datasets=datasets, sync=sync, jobs=JobsService(database, catalog, datasets, sync),
+        )
+        if settings.sync_interval_seconds > 0:
+            services.scheduler = start_scheduler(sync, settings.sync_interval_seconds)
+        return services
 
     async def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         for provider in self.providers.values():
             await provider.aclose()
         await self.database.dispose()

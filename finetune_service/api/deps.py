@@ -11,6 +11,8 @@ from litestar.di import NamedDependency, Provide
 from finetune_service.auth import Principal
 from finetune_service.container import Services
 from finetune_service.services.catalog import Catalog
+from finetune_service.services.datasets import DatasetsService
+from finetune_service.services.jobs import JobsService
 
 
 def _principal(request: Request[Principal, Any, Any]) -> Principal:
@@ -25,8 +27,18 @@ def _catalog(services: NamedDependency[Services]) -> Catalog:
     return services.catalog
 
 
+def _datasets(services: NamedDependency[Services]) -> DatasetsService:
+    return services.datasets
+
+
+def _jobs(services: NamedDependency[Services]) -> JobsService:
+    return services.jobs
+
+
 DEPENDENCIES = {
     "principal": Provide(_principal, sync_to_thread=False),
     "services": Provide(_services, sync_to_thread=False),
     "catalog": Provide(_catalog, sync_to_thread=False),
+    "datasets": Provide(_datasets, sync_to_thread=False),
+    "jobs": Provide(_jobs, sync_to_thread=False),
 }

@@ -101,6 +101,11 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     )
 
 
+# Framework messages that do not say what to fix, with ones that do.
+_HINTS = {
+    "Invalid multipart/form-data": "The body must be multipart/form-data with the upload in a field named 'file' "
+    "(e.g. curl -F file=@data.csv).",
+}
 _TITLES = {
     404: "Not found", 405: "Method not allowed", 413: "Payload too large", 415: "Unsupported media type",
 }
@@ -114,6 +119,7 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         detail = f"No route for {request.method} {request.url.path}; see /schema for the API."
     elif exc.status_code == 413:
         detail = f"Request body too large: {detail}"
+    detail = _HINTS.get(detail, detail)
     title = _TITLES.get(exc.status_code, "Bad request")
     return error_response(
         request, status=exc.status_code, slug=title.lower().replace(" ", "-"), title=title, detail=detail,

@@ -6,7 +6,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime
+from sqlalchemy import JSON, Column, DateTime, Dialect, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -18,8 +18,25 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite drops the zone when it stores them)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 def _ts() -> Any:
-    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    return Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class ApiKey(SQLModel, table=True):
@@ -33,3 +50,159 @@ class ApiKey(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts()
     revoked: bool = Field(default=False)
+
+
+def _json(default: Any = None) -> Any:
+    factory = (lambda: dict(default)) if isinstance(default, dict) else (lambda: list(default or []))
+    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+
+
+def _opt_ts() -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+
+    id: str = Field(default_factory=lambda: new_id("proj"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    name: str = Field(max_length=200)
+    description: str | None = None
+    created_at: datetime = _ts()
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+
+    id: str = Field(default_factory=lambda: new_id("task"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    project_id: str = Field(foreign_key="projects.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    description: str | None = None
+    instruction: str | None = None
+    created_at: datetime = _ts()
+
+
+class Dataset(SQLModel, table=True):
+    """An uploaded file. `id` is the opaque handle clients send as `dataset_path`."""
+
+    __tablename__ = "datasets"
+
+    id: str = Field(default_factory=lambda: new_id("ds"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    filename: str = Field(max_length=255)
+    file_type: str = Field(max_length=16)
+    bytes: int
+    sha256: str = Field(max_length=64)
+    row_count: int
+    columns: list[str] = _json([])
+    mapping: dict[str, Any] = _json({})
+    report: dict[str, Any] = _json({})
+    description: str | None = None
+    purpose: str | None = Field(default=None, max_length=32)
+    project_id: str | None = Field(default=None, foreign_key="projects.id", ondelete="SET NULL")
+    task_id: str | None = Field(default=None, foreign_key="tasks.id", ondelete="SET NULL")
+    created_at: datetime = _ts()
+
+
+class DatasetOutput(SQLModel, table=True):
+    """A formatted JSONL file made from a dataset; identical requests reuse it (`options_key`)."""
+
+    __tablename__ = "dataset_outputs"
+
+    id: str = Field(default_factory=lambda: new_id("out"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    dataset_id: str = Field(foreign_key="datasets.id", index=True, ondelete="CASCADE")
+    options_key: str = Field(index=True, max_length=64)
+    split_name: str = Field(max_length=64)
+    split: dict[str, Any] = _json({})
+    format_type: str = Field(max_length=64)
+    data_strategy: str = Field(max_length=64)
+    system_message: str | None = None
+    thinking_instructions: str | None = None
+    options: dict[str, Any] = _json({})
+    rows_written: int
+    error_count: int
+    errors: list[dict[str, Any]] = _json([])
+    bytes: int
+    created_at: datetime = _ts()
+
+
+class DatasetSplit(SQLModel, table=True):
+    """A named, stored split definition of a dataset inside a project's task."""
+
+    __tablename__ = "dataset_splits"
+
+    id: str = Field(default_factory=lambda: new_id("split"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    project_id: str = Field(foreign_key="projects.id", index=True, ondelete="CASCADE")
+    task_id: str = Field(foreign_key="tasks.id", index=True, ondelete="CASCADE")
+    dataset_id: str = Field(foreign_key="datasets.id", ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    description: str | None = None
+    definition: dict[str, Any] = _json({})
+    counts: dict[str, Any] = _json({})
+    created_at: datetime = _ts()
+
+
+class Job(SQLModel, table=True):
+    """A fine-tuning job. The row is written (status `creating`) before any provider call."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),)
+
+    id: str = Field(default_factory=lambda: new_id("ftjob"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    project_id: str | None = Field(default=None, foreign_key="projects.id", index=True, ondelete="SET NULL")
+    task_id: str | None = Field(default=None, foreign_key="tasks.id", index=True, ondelete="SET NULL")
+    name: str = Field(max_length=200)
+    description: str | None = None
+    provider: str = Field(max_length=32, index=True)
+    base_model: str = Field(max_length=300)
+    provider_job_id: str | None = Field(default=None, max_length=300)
+    fine_tuned_model: str | None = Field(default=None, max_length=500, index=True)
+    dataset_id: str | None = Field(default=None, foreign_key="datasets.id", ondelete="SET NULL")
+    split_name: str = Field(max_length=64)
+    validation_split: str | None = Field(default=None, max_length=64)
+    format_type: str = Field(max_length=64)
+    data_strategy: str = Field(max_length=64)
+    system_message: str | None = None
+    thinking_instructions: str | None = None
+    training_output_id: str | None = Field(default=None, max_length=40)
+    validation_output_id: str | None = Field(default=None, max_length=40)
+    provider_training_file: str | None = Field(default=None, max_length=300)
+    provider_validation_file: str | None = Field(default=None, max_length=300)
+    parameters: dict[str, Any] = _json({})
+    status: str = Field(max_length=32, index=True)
+    raw_status: str | None = Field(default=None, max_length=64)
+    progress: float | None = None
+    metrics: dict[str, Any] = _json({})
+    error: str | None = None
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str | None = Field(default=None, max_length=64)
+    version: int = Field(default=1)
+    sync_failures: int = Field(default=0)
+    next_sync_at: datetime | None = _opt_ts()
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _opt_ts()
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    started_at: datetime | None = _opt_ts()
+    finished_at: datetime | None = _opt_ts()
+
+
+class JobEvent(SQLModel, table=True):
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "dedupe_key", name="uq_job_events_dedupe"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", index=True, ondelete="CASCADE")
+    tenant_id: str = Field(index=True, max_length=128)
+    created_at: datetime = _ts()
+    level: str = Field(default="info", max_length=16)
+    type: str = Field(max_length=64)
+    message: str
+    status_from: str | None = Field(default=None, max_length=32)
+    status_to: str | None = Field(default=None, max_length=32)
+    # Provider event ids (or a status-change marker) so a re-sync never records an event twice.
+    dedupe_key: str | None = Field(default=None, max_length=300)

@@ -1,0 +1,122 @@
+"""Fine-tuning job routes under /api/finetune (seed API paths)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from finetune_service.api.etag import conditional, etag_of
+from finetune_service.auth import Principal
+from finetune_service.providers.base import JobStatus
+from finetune_service.schemas.jobs import CheckpointList, CreateJobBody, JobEnvelope, JobEventList, JobList
+from finetune_service.services.jobs import (
+    JobFilter,
+    JobsService,
+    checkpoint_view,
+    event_view,
+    job_view,
+)
+
+STREAM_POLL_SECONDS = 1.0
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)]
+
+
+class JobsController(Controller):
+    path = "/api/finetune/jobs"
+    tags = ["jobs"]
+
+    @post("", status_code=201, summary="Create a fine-tuning job (formats, uploads and starts it)")
+    async def create_job(
+        self, data: JSONBody[CreateJobBody], principal: NamedDependency[Principal],
+        jobs: NamedDependency[JobsService], idempotency_key: IdempotencyKey = None,
+    ) -> Response[JobEnvelope]:
+        job, replayed = await jobs.create(principal, data, idempotency_key)
+        return Response(JobEnvelope(job=job_view(job)), status_code=200 if replayed else 201,
+                        headers={"Idempotent-Replayed": "true"} if replayed else {})
+
+    @get("", summary="List jobs (ETag; filters; cursor pagination)")
+    async def list_jobs(
+        self, request: Request[Principal, Any, Any], principal: NamedDependency[Principal],
+        jobs: NamedDependency[JobsService],
+        status: FromQuery[JobStatus | None] = None, provider: FromQuery[str | None] = None,
+        project_id: FromQuery[str | None] = None, task_id: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        after: FromQuery[str | None] = None, update_status: FromQuery[bool] = False,
+    ) -> Response[JobList | None]:
+        query = JobFilter(status=status.value if status else None, provider=provider, project_id=project_id,
+                          task_id=task_id, limit=limit, after=after)
+        page = await jobs.list_jobs(principal, query)
+        if update_status:
+            for job in page.jobs:
+                if not JobStatus(job.status).finished:
+                    await jobs.refresh(principal, job.id)
+            page = await jobs.list_jobs(principal, query)
+        etag = etag_of([page.total, page.has_more, *(f"{j.id}:{j.version}" for j in page.jobs)])
+        body = JobList(jobs=[job_view(j) for j in page.jobs], total=page.total, has_more=page.has_more,
+                       next_cursor=page.jobs[-1].id if page.has_more and page.jobs else None)
+        return conditional(request, etag, body)
+
+    @get("/{job_id:str}", summary="One job (ETag; update_status=true refreshes from the provider)")
+    async def get_job(
+        self, request: Request[Principal, Any, Any], job_id: FromPath[str], principal: NamedDependency[Principal],
+        jobs: NamedDependency[JobsService], update_status: FromQuery[bool] = False,
+    ) -> Response[JobEnvelope | None]:
+        job = await (jobs.refresh(principal, job_id) if update_status else jobs.get(principal, job_id))
+        return conditional(request, etag_of([job.id, job.version]), JobEnvelope(job=job_view(job)))
+
+    @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a job")
+    async def cancel_job(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]
+    ) -> JobEnvelope:
+        return JobEnvelope(job=job_view(await jobs.cancel(principal, job_id)))
+
+    @get("/{job_id:str}/events", summary="The job's events, oldest first")
+    async def job_events(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]
+    ) -> JobEventList:
+        return JobEventList(job_id=job_id, events=[event_view(e) for e in await jobs.events(principal, job_id)])
+
+    @get("/{job_id:str}/checkpoints", summary="Checkpoints, where the provider has them")
+    async def job_checkpoints(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]
+    ) -> CheckpointList:
+        checkpoints = await jobs.checkpoints(principal, job_id)
+        return CheckpointList(job_id=job_id, checkpoints=[checkpoint_view(c) for c in checkpoints])
+
+    @delete("/{job_id:str}", status_code=200, summary="Delete a finished job's record")
+    async def delete_job(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]
+    ) -> dict[str, Any]:
+        await jobs.delete(principal, job_id)
+        return {"id": job_id, "deleted": True}
+
+    @get("/{job_id:str}/stream", summary="Server-Sent Events with the job and its new events until it finishes")
+    async def stream_job(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]
+    ) -> ServerSentEvent:
+        await jobs.get(principal, job_id)
+
+        async def updates() -> AsyncIterator[ServerSentEventMessage]:
+            version, last_event = -1, 0
+            while True:
+                job = await jobs.get(principal, job_id)
+                for event in await jobs.events(principal, job_id):
+                    if event.id is not None and event.id > last_event:
+                        last_event = event.id
+                        yield ServerSentEventMessage(
+                            data=msgspec.json.encode(event_view(event)).decode(), event="event", id=str(event.id))
+                if job.version != version:
+                    version = job.version
+                    yield ServerSentEventMessage(data=msgspec.json.encode(job_view(job)).decode(), event="job")
+                if JobStatus(job.status).finished:
+                    return
+                await asyncio.sleep(STREAM_POLL_SECONDS)
+
+        return ServerSentEvent(updates())

@@ -1,0 +1,125 @@
+"""How a job record changes: provider state applied without ever moving backwards,
+each status change and provider event recorded once, and per-job backoff on failure."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from finetune_service.db.tables import Job, JobEvent, utcnow
+from finetune_service.errors import ProviderError
+from finetune_service.providers.base import JobStatus, ProviderEvent, ProviderJob
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0
+
+
+def backoff_seconds(failures: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter; never sooner than the provider asked."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, failures - 1))
+    return max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
+
+
+@dataclass
+class EventRecorder:
+    session: AsyncSession
+    job: Job
+
+    async def _known(self) -> set[str]:
+        query = select(col(JobEvent.dedupe_key)).where(
+            col(JobEvent.job_id) == self.job.id, col(JobEvent.dedupe_key).isnot(None)
+        )
+        rows = await self.session.execute(query)
+        return {key for key in rows.scalars() if key}
+
+    async def add(
+        self, type_: str, message: str, *, level: str = "info", dedupe_key: str | None = None,
+        status_from: str | None = None, status_to: str | None = None, created_at: datetime | None = None,
+    ) -> bool:
+        if dedupe_key is not None and dedupe_key in await self._known():
+            return False
+        self.session.add(JobEvent(
+            job_id=self.job.id, tenant_id=self.job.tenant_id, type=type_, message=message, level=level,
+            dedupe_key=dedupe_key, status_from=status_from, status_to=status_to,
+            created_at=created_at or utcnow(),
+        ))
+        return True
+
+
+def _status(value: str) -> JobStatus:
+    return JobStatus(value)
+
+
+async def move_to(session: AsyncSession, job: Job, status: JobStatus, message: str, *, level: str = "info") -> bool:
+    """Record a status change; refuse to move a job backwards (a stale or reordered answer)."""
+    current = _status(job.status)
+    if status == current or (status.rank < current.rank) or current.finished:
+        return False
+    await EventRecorder(session, job).add(
+        "status", message, level=level, dedupe_key=f"status:{status.value}", status_from=current.value,
+        status_to=status.value,
+    )
+    job.status = status.value
+    now = utcnow()
+    if status is JobStatus.RUNNING and job.started_at is None:
+        job.started_at = now
+    if status.finished:
+        job.finished_at = job.finished_at or now
+        job.next_sync_at = None
+    return True
+
+
+async def apply_provider_job(
+    session: AsyncSession, job: Job, remote: ProviderJob, events: list[ProviderEvent], sync_interval: float
+) -> None:
+    job.provider_job_id = remote.id
+    job.raw_status = remote.raw_status
+    if remote.progress is not None and (job.progress is None or remote.progress >= job.progress):
+        job.progress = remote.progress
+    if remote.metrics:
+        job.metrics = {**job.metrics, **remote.metrics}
+    if remote.fine_tuned_model:
+        job.fine_tuned_model = remote.fine_tuned_model
+    if remote.error:
+        job.error = remote.error
+    if remote.started_at and job.started_at is None:
+        job.started_at = remote.started_at
+    if remote.finished_at and remote.status.finished:
+        job.finished_at = remote.finished_at
+    recorder = EventRecorder(session, job)
+    for event in events:
+        await recorder.add(event.type, event.message, level=event.level, dedupe_key=f"provider:{event.id}",
+                           created_at=event.created_at)
+    message = {
+        JobStatus.SUCCEEDED: f"Fine-tune succeeded: {remote.fine_tuned_model}",
+        JobStatus.FAILED: f"Fine-tune failed: {remote.error or remote.raw_status}",
+        JobStatus.CANCELLED: "Fine-tune cancelled",
+    }.get(remote.status, f"Status is now {remote.status.value} (provider: {remote.raw_status})")
+    await move_to(session, job, remote.status, message, level="error" if remote.status is JobStatus.FAILED else "info")
+    job.sync_failures = 0
+    if not _status(job.status).finished:
+        job.next_sync_at = utcnow() + timedelta(seconds=sync_interval)
+    touch(job)
+
+
+async def record_failure(session: AsyncSession, job: Job, error: ProviderError, doing: str) -> float:
+    """Back off this job only; other jobs keep syncing. Returns the delay chosen."""
+    job.sync_failures += 1
+    delay = backoff_seconds(job.sync_failures, error.retry_after)
+    job.next_sync_at = utcnow() + timedelta(seconds=delay)
+    await EventRecorder(session, job).add(
+        "retry", f"{doing} failed ({error.status}: {error.detail}); attempt {job.sync_failures}, "
+        f"retrying in {delay:.1f}s", level="warning",
+    )
+    touch(job)
+    return delay
+
+
+def touch(job: Job) -> None:
+    job.version += 1
+    job.updated_at = utcnow()

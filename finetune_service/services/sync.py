@@ -1,0 +1,192 @@
+"""Carry jobs to the end: launch them at their provider and keep them in sync.
+
+Both the create request and the scheduler's tick go through here. A job is worked on only
+by whoever holds its lease, so several replicas (or a request and the scheduler) never
+launch or sync the same job at once; provider calls happen outside any transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlmodel import col
+
+from finetune_service.db.engine import Database
+from finetune_service.db.tables import Job, utcnow
+from finetune_service.errors import ProviderError
+from finetune_service.providers.base import CreateJobRequest, FineTuneProvider, JobStatus, ProviderName
+from finetune_service.services.job_state import EventRecorder, apply_provider_job, move_to, record_failure, touch
+from finetune_service.storage import DatasetStore
+
+log = logging.getLogger(__name__)
+
+FINISHED = [s.value for s in JobStatus if s.finished]
+
+
+@dataclass(frozen=True)
+class TickReport:
+    claimed: int
+    synced: int
+    failed: int
+
+
+@dataclass
+class JobSync:
+    database: Database
+    providers: dict[ProviderName, FineTuneProvider]
+    store: DatasetStore
+    sync_interval: float = 30.0
+    concurrency: int = 8
+    lease_seconds: float = 300.0
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(6))
+
+    @staticmethod
+    def _claimable(due_only: bool) -> Any:
+        now = utcnow()
+        conditions = [
+            col(Job.status).notin_(FINISHED),
+            or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
+        ]
+        if due_only:
+            conditions.append(or_(col(Job.next_sync_at).is_(None), col(Job.next_sync_at) <= now))
+        return and_(*conditions)
+
+    async def claim(
+        self, limit: int = 500, job_ids: Sequence[str] | None = None, *, due_only: bool = True
+    ) -> list[Job]:
+        """Lease due jobs to this caller. PostgreSQL skips rows another replica is claiming;
+        the outer re-check makes a lost race claim nothing rather than steal a lease."""
+        token = f"{self.instance_id}:{secrets.token_hex(4)}"
+        due = self._claimable(due_only)
+        pick = select(col(Job.id)).where(due).order_by(col(Job.created_at)).limit(limit)
+        if job_ids is not None:
+            pick = pick.where(col(Job.id).in_(list(job_ids)))
+        if not self.database.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        lease_until = utcnow() + timedelta(seconds=self.lease_seconds)
+        async with self.database.session() as session:
+            await session.execute(
+                update(Job).where(col(Job.id).in_(pick.scalar_subquery()), due)
+                .values(lease_owner=token, lease_until=lease_until).execution_options(synchronize_session=False)
+            )
+        async with self.database.session() as session:
+            rows = await session.execute(select(Job).where(col(Job.lease_owner) == token))
+            return list(rows.scalars())
+
+    async def tick(self) -> TickReport:
+        jobs = await self.claim()
+        if not jobs:
+            return TickReport(0, 0, 0)
+        limit = asyncio.Semaphore(self.concurrency)
+        outcomes = await asyncio.gather(*(self._guarded(job, limit) for job in jobs))
+        return TickReport(len(jobs), sum(outcomes), len(jobs) - sum(outcomes))
+
+    async def _guarded(self, job: Job, limit: asyncio.Semaphore) -> bool:
+        async with limit:
+            try:
+                await self.advance(job)
+                return True
+            except ProviderError:
+                return False
+            except Exception:
+                log.exception("syncing job %s failed unexpectedly", job.id)
+                await self._release(job.id)
+                return False
+
+    async def advance(self, job: Job) -> None:
+        """Launch a job still `creating`, or sync one already at its provider. Caller holds the lease."""
+        if job.provider_job_id is None:
+            await self.launch(job)
+        else:
+            await self.sync(job)
+
+    def _provider(self, job: Job) -> FineTuneProvider:
+        return self.providers[ProviderName(job.provider)]
+
+    def _formatted(self, job: Job, output_id: str | None) -> Path:
+        if job.dataset_id is None or output_id is None:
+            raise ProviderError("The job's dataset was deleted before the job started; create the job again.",
+                                provider=job.provider, status=409)
+        return self.store.output_path(job.tenant_id, job.dataset_id, output_id)
+
+    async def _update(self, job_id: str, **values: object) -> None:
+        async with self.database.session() as session:
+            row = await session.get(Job, job_id)
+            assert row is not None
+            for name, value in values.items():
+                setattr(row, name, value)
+            touch(row)
+
+    async def _release(self, job_id: str) -> None:
+        await self._update(job_id, lease_owner=None, lease_until=None)
+
+    async def _fail(self, job_id: str, error: ProviderError, doing: str) -> None:
+        async with self.database.session() as session:
+            row = await session.get(Job, job_id)
+            assert row is not None
+            if error.retryable:
+                await record_failure(session, row, error, doing)
+            else:
+                row.error = error.detail
+                await move_to(session, row, JobStatus.FAILED, f"{doing} failed: {error.detail}", level="error")
+                touch(row)
+            row.lease_owner = row.lease_until = None
+
+    async def launch(self, job: Job) -> None:
+        """Start the job at its provider exactly once: find it first (a crash or timeout may have
+        created it already), upload what is not uploaded yet, then create it."""
+        provider = self._provider(job)
+        doing = f"Starting the job at {provider.display_name}"
+        try:
+            remote = await provider.find_job(job.id)
+            if remote is None:
+                training = job.provider_training_file
+                if training is None:
+                    path = self._formatted(job, job.training_output_id)
+                    training = (await provider.upload_file(path, f"{job.id}-train.jsonl")).id
+                    await self._update(job.id, provider_training_file=training)
+                validation = job.provider_validation_file
+                if validation is None and job.validation_output_id:
+                    path = self._formatted(job, job.validation_output_id)
+                    validation = (await provider.upload_file(path, f"{job.id}-validation.jsonl")).id
+                    await self._update(job.id, provider_validation_file=validation)
+                remote = await provider.create_job(CreateJobRequest(
+                    model=job.base_model, training_file_id=training, validation_file_id=validation,
+                    parameters=dict(job.parameters), client_reference=job.id,
+                    suffix=job.parameters.get("suffix"),
+                ))
+            events = await provider.list_events(remote.id)
+        except ProviderError as error:
+            await self._fail(job.id, error, doing)
+            raise
+        async with self.database.session() as session:
+            row = await session.get(Job, job.id)
+            assert row is not None
+            await EventRecorder(session, row).add(
+                "created", f"Created at {provider.display_name} as {remote.id}", dedupe_key="created"
+            )
+            await apply_provider_job(session, row, remote, events, self.sync_interval)
+            row.lease_owner = row.lease_until = None
+
+    async def sync(self, job: Job) -> None:
+        provider = self._provider(job)
+        assert job.provider_job_id is not None
+        try:
+            remote = await provider.get_job(job.provider_job_id)
+            events = await provider.list_events(job.provider_job_id)
+        except ProviderError as error:
+            await self._fail(job.id, error, f"Syncing from {provider.display_name}")
+            raise
+        async with self.database.session() as session:
+            row = await session.get(Job, job.id)
+            assert row is not None
+            await apply_provider_job(session, row, remote, events, self.sync_interval)
+            row.lease_owner = row.lease_until = None
