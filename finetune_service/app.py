@@ -20,6 +20,7 @@ from finetune_service.api.deps import DEPENDENCIES
 from finetune_service.api.health import health, ready
 from finetune_service.api.jobs import JobsController
 from finetune_service.api.problems import EXCEPTION_HANDLERS
+from finetune_service.api.projects import ProjectsController
 from finetune_service.auth import ApiKeyMiddleware
 from finetune_service.container import Services
 from finetune_service.request_id import request_id_middleware
@@ -43,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await services.close()
 
     return Litestar(
-        route_handlers=[health, ready, CatalogController, DatasetsController, JobsController],
+        route_handlers=[health, ready, CatalogController, DatasetsController, JobsController, ProjectsController],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

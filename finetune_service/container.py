@@ -15,6 +15,7 @@ from finetune_service.scheduler import start_scheduler
 from finetune_service.services.catalog import Catalog
 from finetune_service.services.datasets import DatasetsService
 from finetune_service.services.jobs import JobsService
+from finetune_service.services.projects import ProjectsService
 from finetune_service.services.sync import JobSync
 from finetune_service.settings import Settings
 from finetune_service.storage import DatasetStore
@@ -30,6 +31,7 @@ class Services:
     datasets: DatasetsService
     sync: JobSync
     jobs: JobsService
+    projects: ProjectsService
     scheduler: AsyncIOScheduler | None = None
 
     @classmethod
@@ -50,6 +52,7 @@ class Services:
         services = cls(
             settings=settings, database=database, key_store=key_store, providers=providers, catalog=catalog,
             datasets=datasets, sync=sync, jobs=JobsService(database, catalog, datasets, sync),
+            projects=ProjectsService(database, datasets),
         )
         if settings.sync_interval_seconds > 0:
             services.scheduler = start_scheduler(sync, settings.sync_interval_seconds)

@@ -13,6 +13,7 @@ from finetune_service.container import Services
 from finetune_service.services.catalog import Catalog
 from finetune_service.services.datasets import DatasetsService
 from finetune_service.services.jobs import JobsService
+from finetune_service.services.projects import ProjectsService
 
 
 def _principal(request: Request[Principal, Any, Any]) -> Principal:
@@ -35,10 +36,15 @@ def _jobs(services: NamedDependency[Services]) -> JobsService:
     return services.jobs
 
 
+def _projects(services: NamedDependency[Services]) -> ProjectsService:
+    return services.projects
+
+
 DEPENDENCIES = {
     "principal": Provide(_principal, sync_to_thread=False),
     "services": Provide(_services, sync_to_thread=False),
     "catalog": Provide(_catalog, sync_to_thread=False),
     "datasets": Provide(_datasets, sync_to_thread=False),
     "jobs": Provide(_jobs, sync_to_thread=False),
+    "projects": Provide(_projects, sync_to_thread=False),
 }

@@ -53,10 +53,15 @@ class JobsService:
     datasets: DatasetsService
     sync: JobSync
 
-    async def get(self, principal: Principal, job_id: str) -> Job:
+    async def get(
+        self, principal: Principal, job_id: str, *, project_id: str | None = None, task_id: str | None = None
+    ) -> Job:
+        """The tenant's job; with project/task given, only if it belongs to that task."""
         async with self.database.session() as session:
             job = await session.get(Job, job_id)
-        if job is None or job.tenant_id != principal.tenant_id:
+        if (job is None or job.tenant_id != principal.tenant_id
+                or (project_id is not None and job.project_id != project_id)
+                or (task_id is not None and job.task_id != task_id)):
             raise NotFound(f"Job {job_id!r} does not exist", param="job_id")
         return job
 

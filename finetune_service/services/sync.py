@@ -33,9 +33,13 @@ FINISHED = [s.value for s in JobStatus if s.finished]
 
 @dataclass(frozen=True)
 class TickReport:
-    claimed: int
+    job_ids: tuple[str, ...]
     synced: int
     failed: int
+
+    @property
+    def claimed(self) -> int:
+        return len(self.job_ids)
 
 
 @dataclass
@@ -83,11 +87,9 @@ class JobSync:
 
     async def tick(self) -> TickReport:
         jobs = await self.claim()
-        if not jobs:
-            return TickReport(0, 0, 0)
         limit = asyncio.Semaphore(self.concurrency)
         outcomes = await asyncio.gather(*(self._guarded(job, limit) for job in jobs))
-        return TickReport(len(jobs), sum(outcomes), len(jobs) - sum(outcomes))
+        return TickReport(tuple(job.id for job in jobs), sum(outcomes), len(jobs) - sum(outcomes))
 
     async def _guarded(self, job: Job, limit: asyncio.Semaphore) -> bool:
         async with limit:
