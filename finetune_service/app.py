@@ -17,8 +17,12 @@ from finetune_service import __version__
 from finetune_service.api.catalog import CatalogController
 from finetune_service.api.datasets import DatasetsController
 from finetune_service.api.deps import DEPENDENCIES
+from finetune_service.api.evaluations import EvaluationsController
 from finetune_service.api.health import health, ready
 from finetune_service.api.jobs import JobsController
+from finetune_service.api.openai_chat import OpenAIController, SavedResponsesController
+from finetune_service.api.openai_files import OpenAIFilesController
+from finetune_service.api.openai_fine_tuning import OpenAIFineTuningController
 from finetune_service.api.problems import EXCEPTION_HANDLERS
 from finetune_service.api.projects import ProjectsController
 from finetune_service.auth import ApiKeyMiddleware
@@ -44,7 +48,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await services.close()
 
     return Litestar(
-        route_handlers=[health, ready, CatalogController, DatasetsController, JobsController, ProjectsController],
+        route_handlers=[health, ready, CatalogController, DatasetsController, JobsController, ProjectsController,
+                        OpenAIController, SavedResponsesController, EvaluationsController,
+                        OpenAIFilesController, OpenAIFineTuningController],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

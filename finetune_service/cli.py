@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from finetune_service.auth import KeyStore
 from finetune_service.db.engine import Database
@@ -82,6 +83,30 @@ def create_key(settings: Settings, tenant: str, name: str | None) -> int:
     return 0
 
 
+def convert_file(args: argparse.Namespace) -> int:
+    from dataset_formats.errors import DatasetError
+    from finetune_service.convert_command import ConvertArgs, run_convert
+
+    mapping = dict(item.split("=", 1) for item in args.map or [] if "=" in item)
+    try:
+        summary = run_convert(ConvertArgs(
+            input=Path(args.input), output=Path(args.output), format_type=args.format, strategy=args.strategy,
+            system=args.system, system_template=args.system_template,
+            thinking_instructions=args.thinking_instructions, split=args.split, seed=args.seed,
+            report=Path(args.report) if args.report else None, mapping=mapping,
+        ))
+    except (DatasetError, ValueError, OSError) as error:
+        print(f"convert: {getattr(error, 'detail', error)}", file=sys.stderr)
+        return 2
+    for path, part in summary["outputs"].items():
+        print(f"{path}: {part['rows_written']:,} lines written, {part['error_count']:,} rows skipped "
+              f"(of {part['rows_read']:,})")
+        for problem in part["row_errors"]:
+            print(f"  row {problem['row']}: {problem['message']}")
+    print(f"done in {summary['seconds']}s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finetune-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
 
     commands.add_parser("migrate", help="apply database migrations")
+
+    convert_cmd = commands.add_parser("convert", help="convert a CSV/Parquet/JSONL file to fine-tuning JSONL offline")
+    convert_cmd.add_argument("input")
+    convert_cmd.add_argument("-o", "--output", required=True, help="output .jsonl (split parts get .PART.jsonl)")
+    convert_cmd.add_argument("--format", default="openai_chat_jsonl", help="format type (see GET /format-types)")
+    convert_cmd.add_argument("--strategy", default="final_only", help="data strategy")
+    convert_cmd.add_argument("--system", default=None, help="system message for every line")
+    convert_cmd.add_argument("--system-template", default=None, help='system message template, e.g. "For {product}."')
+    convert_cmd.add_argument("--thinking-instructions", default=None)
+    convert_cmd.add_argument("--split", default=None, help="preset or name=ratio pairs, e.g. train=0.8,validation=0.2")
+    convert_cmd.add_argument("--seed", type=int, default=42)
+    convert_cmd.add_argument("--map", action="append", help="column mapping ROLE=COLUMN (user=question, ...)")
+    convert_cmd.add_argument("--report", default=None, help="write the validation report and summary as JSON")
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create an API key for a tenant (printed once)")
@@ -111,4 +149,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(serve(settings, args.host, args.port))
     if args.command == "migrate":
         sys.exit(migrate(settings))
+    if args.command == "convert":
+        sys.exit(convert_file(args))
     sys.exit(create_key(settings, args.tenant, args.name))

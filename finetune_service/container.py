@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from dataclasses import dataclass, field
 
 from finetune_service.auth import KeyStore
 from finetune_service.db.engine import Database
 from finetune_service.db.migrate import upgrade
 from finetune_service.providers.base import FineTuneProvider, ProviderName
 from finetune_service.providers.registry import build_providers
-from finetune_service.scheduler import start_scheduler
+from finetune_service.scheduler import SyncScheduler
 from finetune_service.services.catalog import Catalog
+from finetune_service.services.completions import CompletionsService
 from finetune_service.services.datasets import DatasetsService
+from finetune_service.services.evaluations import EvaluationsService
 from finetune_service.services.jobs import JobsService
 from finetune_service.services.projects import ProjectsService
 from finetune_service.services.sync import JobSync
@@ -32,7 +32,9 @@ class Services:
     sync: JobSync
     jobs: JobsService
     projects: ProjectsService
-    scheduler: AsyncIOScheduler | None = None
+    scheduler: SyncScheduler | None = None
+    completions: CompletionsService = field(init=False)
+    evaluations: EvaluationsService = field(init=False)
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
@@ -54,13 +56,17 @@ class Services:
             datasets=datasets, sync=sync, jobs=JobsService(database, catalog, datasets, sync),
             projects=ProjectsService(database, datasets),
         )
+        services.completions = CompletionsService(database, catalog, dict(settings.model_aliases))
+        services.evaluations = EvaluationsService(database, services.jobs, datasets, services.completions)
         if settings.sync_interval_seconds > 0:
-            services.scheduler = start_scheduler(sync, settings.sync_interval_seconds)
+            services.scheduler = SyncScheduler(sync, settings.sync_interval_seconds)
+            services.scheduler.start()
         return services
 
     async def close(self) -> None:
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
+            await self.scheduler.stop()
+        await self.evaluations.close()
         for provider in self.providers.values():
             await provider.aclose()
         await self.database.dispose()

@@ -11,7 +11,9 @@ from litestar.di import NamedDependency, Provide
 from finetune_service.auth import Principal
 from finetune_service.container import Services
 from finetune_service.services.catalog import Catalog
+from finetune_service.services.completions import CompletionsService
 from finetune_service.services.datasets import DatasetsService
+from finetune_service.services.evaluations import EvaluationsService
 from finetune_service.services.jobs import JobsService
 from finetune_service.services.projects import ProjectsService
 
@@ -40,11 +42,21 @@ def _projects(services: NamedDependency[Services]) -> ProjectsService:
     return services.projects
 
 
+def _completions(services: NamedDependency[Services]) -> CompletionsService:
+    return services.completions
+
+
+def _evaluations(services: NamedDependency[Services]) -> EvaluationsService:
+    return services.evaluations
+
+
 DEPENDENCIES = {
     "principal": Provide(_principal, sync_to_thread=False),
     "services": Provide(_services, sync_to_thread=False),
     "catalog": Provide(_catalog, sync_to_thread=False),
     "datasets": Provide(_datasets, sync_to_thread=False),
     "jobs": Provide(_jobs, sync_to_thread=False),
+    "completions": Provide(_completions, sync_to_thread=False),
+    "evaluations": Provide(_evaluations, sync_to_thread=False),
     "projects": Provide(_projects, sync_to_thread=False),
 }

@@ -206,3 +206,67 @@ class JobEvent(SQLModel, table=True):
     status_to: str | None = Field(default=None, max_length=32)
     # Provider event ids (or a status-change marker) so a re-sync never records an event twice.
     dedupe_key: str | None = Field(default=None, max_length=300)
+
+
+class SavedResponse(SQLModel, table=True):
+    """A conversation and its answer, kept only when the client sent `save_response: true`."""
+
+    __tablename__ = "saved_responses"
+
+    id: str = Field(default_factory=lambda: new_id("resp"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    model: str = Field(max_length=500)
+    provider: str = Field(max_length=32)
+    upstream_model: str = Field(max_length=500)
+    messages: list[dict[str, Any]] = _json([])
+    choices: list[dict[str, Any]] = _json([])
+    usage: dict[str, Any] = _json({})
+    parameters: dict[str, Any] = _json({})
+    stream: bool = Field(default=False)
+    created_at: datetime = _ts()
+
+
+class Evaluation(SQLModel, table=True):
+    """One evaluation run of a job's fine-tuned model (and optionally its base model) over a test set."""
+
+    __tablename__ = "evaluations"
+
+    id: str = Field(default_factory=lambda: new_id("eval"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    job_id: str = Field(foreign_key="jobs.id", index=True, ondelete="CASCADE")
+    status: str = Field(max_length=32)
+    provider: str = Field(max_length=32)
+    model: str = Field(max_length=500)
+    base_model: str | None = Field(default=None, max_length=500)
+    dataset_id: str | None = Field(default=None, foreign_key="datasets.id", ondelete="SET NULL")
+    split_name: str = Field(max_length=64)
+    output_id: str | None = Field(default=None, max_length=40)
+    parameters: dict[str, Any] = _json({})
+    total: int = Field(default=0)
+    done: int = Field(default=0)
+    failed: int = Field(default=0)
+    metrics: dict[str, Any] = _json({})
+    error: str | None = None
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    started_at: datetime | None = _opt_ts()
+    finished_at: datetime | None = _opt_ts()
+
+
+class EvaluationResult(SQLModel, table=True):
+    """One scored row of an evaluation (downloadable as JSONL)."""
+
+    __tablename__ = "evaluation_results"
+    __table_args__ = (UniqueConstraint("evaluation_id", "row_index", name="uq_evaluation_results_row"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    evaluation_id: str = Field(foreign_key="evaluations.id", index=True, ondelete="CASCADE")
+    tenant_id: str = Field(index=True, max_length=128)
+    row_index: int
+    messages: list[dict[str, Any]] = _json([])
+    expected: str
+    answer: str | None = None
+    scores: dict[str, Any] = _json({})
+    base_answer: str | None = None
+    base_scores: dict[str, Any] = _json({})
+    error: str | None = None

@@ -19,6 +19,8 @@ class CreateJobBody(msgspec.Struct, forbid_unknown_fields=True):
     thinking_instructions: str | None = None
     split_name: str = "train"
     validation_split: str | None = None
+    # A separate validation dataset (every row of it), instead of a split of dataset_path.
+    validation_dataset_path: str | None = None
     split_preset: str | None = None
     format_type: str | None = None
     data_strategy: str = "final_only"

@@ -119,9 +119,15 @@ class JobsService:
                 param="dataset_path",
             )
         validation = None
+        if body.validation_split and body.validation_dataset_path:
+            raise ValidationFailed("Give validation_split or validation_dataset_path, not both",
+                                   param="validation_dataset_path")
         if body.validation_split:
             validation = await self.datasets.format(principal, msgspec.structs.replace(
                 fmt, split_name=body.validation_split))
+        elif body.validation_dataset_path:
+            validation = await self.datasets.format(principal, msgspec.structs.replace(
+                fmt, dataset_path=body.validation_dataset_path, split_name="all"))
         job = Job(
             tenant_id=principal.tenant_id, project_id=body.project_id, task_id=body.task_id, name=body.name,
             description=body.description, provider=provider.name.value, base_model=body.model_name,

@@ -20,7 +20,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlmodel import col
 
 from finetune_service.db.engine import Database
-from finetune_service.db.tables import Job, utcnow
+from finetune_service.db.tables import DatasetOutput, Job, utcnow
 from finetune_service.errors import ProviderError
 from finetune_service.providers.base import CreateJobRequest, FineTuneProvider, JobStatus, ProviderName
 from finetune_service.services.job_state import EventRecorder, apply_provider_job, move_to, record_failure, touch
@@ -113,11 +113,14 @@ class JobSync:
     def _provider(self, job: Job) -> FineTuneProvider:
         return self.providers[ProviderName(job.provider)]
 
-    def _formatted(self, job: Job, output_id: str | None) -> Path:
-        if job.dataset_id is None or output_id is None:
+    async def _formatted(self, job: Job, output_id: str | None) -> Path:
+        async with self.database.session() as session:
+            output = await session.get(DatasetOutput, output_id) if output_id else None
+        path = self.store.output_path(job.tenant_id, output.dataset_id, output.id) if output else None
+        if path is None or not path.exists():
             raise ProviderError("The job's dataset was deleted before the job started; create the job again.",
                                 provider=job.provider, status=409)
-        return self.store.output_path(job.tenant_id, job.dataset_id, output_id)
+        return path
 
     async def _update(self, job_id: str, **values: object) -> None:
         async with self.database.session() as session:
@@ -152,12 +155,12 @@ class JobSync:
             if remote is None:
                 training = job.provider_training_file
                 if training is None:
-                    path = self._formatted(job, job.training_output_id)
+                    path = await self._formatted(job, job.training_output_id)
                     training = (await provider.upload_file(path, f"{job.id}-train.jsonl")).id
                     await self._update(job.id, provider_training_file=training)
                 validation = job.provider_validation_file
                 if validation is None and job.validation_output_id:
-                    path = self._formatted(job, job.validation_output_id)
+                    path = await self._formatted(job, job.validation_output_id)
                     validation = (await provider.upload_file(path, f"{job.id}-validation.jsonl")).id
                     await self._update(job.id, provider_validation_file=validation)
                 remote = await provider.create_job(CreateJobRequest(

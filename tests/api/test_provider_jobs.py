@@ -82,3 +82,20 @@ async def test_job_on_each_provider_runs_to_success_and_cancel_works(
                 break
             await asyncio.sleep(0.05)
         assert state == "cancelled"
+
+
+async def test_provider_rejection_reaches_the_client_with_its_message(settings: Settings) -> None:
+    emulator = create_together_emulator(step_seconds=0.05)
+    with serve_in_thread(emulator.app) as url:
+        configured = CASES["TOGETHER_AI"][2](settings, emulator, url)
+        async with AsyncTestClient[Litestar](create_app(configured)) as client:
+            dataset = await uploaded_id(client)
+            response = await client.post(JOBS, json={
+                "name": "bad-model", "provider": "TOGETHER_AI", "model_name": "acme/not-a-model",
+                "dataset_path": dataset}, headers=AUTH_A)
+            assert response.status_code in (404, 422), response.text
+            assert "acme/not-a-model" in response.json()["detail"]
+            jobs = (await client.get(JOBS, headers=AUTH_A)).json()["jobs"]
+            assert [j["status"] for j in jobs] == ["failed"]
+            assert "acme/not-a-model" in jobs[0]["error"]
+    assert emulator.jobs == {}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,32 @@ def test_migrate_creates_schema(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "latest migration" in result.stdout
     assert (tmp_path / "finetune.db").exists()
+
+
+def test_convert_writes_each_split_part_and_a_report(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[2] / "sample_data" / "support_qa.csv"
+    result = _run(["convert", str(sample), "-o", str(tmp_path / "out.jsonl"), "--split", "train=0.8,validation=0.2",
+                   "--strategy", "final_and_intermediate_r1_compatible", "--system", "Be brief.",
+                   "--report", str(tmp_path / "report.json")], tmp_path)
+    assert result.returncode == 0, result.stderr
+    train = (tmp_path / "out.train.jsonl").read_text().splitlines()
+    validation = (tmp_path / "out.validation.jsonl").read_text().splitlines()
+    assert len(train) + len(validation) == 30 and not set(train) & set(validation)
+    first = json.loads(train[0])
+    assert first["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert first["messages"][-1]["content"].startswith("<think>\n")
+    assert f"{len(train)} lines written" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["validation"]["row_count"] == 30
+    assert report["conversion"]["outputs"][str(tmp_path / "out.train.jsonl")]["rows_written"] == len(train)
+
+
+def test_convert_explains_bad_input_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\nnot json\n')
+    result = _run(["convert", str(bad), "-o", str(tmp_path / "o.jsonl")], tmp_path)
+    assert result.returncode == 2
+    assert "line 2" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+    wrong = _run(["convert", str(bad), "-o", str(tmp_path / "o.jsonl"), "--format", "csv"], tmp_path)
+    assert wrong.returncode == 2 and "csv" in wrong.stderr
