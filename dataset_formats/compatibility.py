@@ -22,6 +22,8 @@ def check_compatibility(
     mapping: ColumnMapping,
     thinking_instructions: str | None,
     columns: list[str],
+    *,
+    user_template: bool = False,
 ) -> None:
     if thinking_instructions is not None and strategy not in TWO_MESSAGE_STRATEGIES:
         raise IncompatibleOptions(
@@ -44,9 +46,10 @@ def check_compatibility(
             "final_and_intermediate; use two_message_cot"
         )
     if format_type is FormatType.DPO_PREFERENCE_JSONL:
-        _check_preference(strategy, mapping, columns)
-    elif mapping.messages is None and (mapping.user is None or mapping.assistant is None):
-        missing = [role for role in ("user", "assistant") if getattr(mapping, role) is None]
+        _check_preference(strategy, mapping, columns, user_template)
+    elif mapping.messages is None and ((mapping.user is None and not user_template) or mapping.assistant is None):
+        missing = [role for role in ("user", "assistant")
+                   if getattr(mapping, role) is None and not (role == "user" and user_template)]
         raise MappingError(
             f"No {' or '.join(missing)} column found in {columns}; name it with a mapping override "
             f"(e.g. user=question, assistant=answer) or provide a messages column"
@@ -64,7 +67,7 @@ def check_compatibility(
             )
 
 
-def _check_preference(strategy: DataStrategy, mapping: ColumnMapping, columns: list[str]) -> None:
+def _check_preference(strategy: DataStrategy, mapping: ColumnMapping, columns: list[str], user_template: bool) -> None:
     if strategy is not DataStrategy.FINAL_ONLY:
         raise IncompatibleOptions(
             f"dpo_preference_jsonl pairs a preferred and a rejected answer and carries no reasoning; "
@@ -75,5 +78,5 @@ def _check_preference(strategy: DataStrategy, mapping: ColumnMapping, columns: l
             f"dpo_preference_jsonl needs chosen and rejected columns, found neither pair in {columns}; "
             f"name them with a mapping override (chosen=..., rejected=...)"
         )
-    if mapping.user is None and mapping.messages is None:
+    if mapping.user is None and mapping.messages is None and not user_template:
         raise MappingError(f"dpo_preference_jsonl needs a prompt (user) or messages column; columns: {columns}")

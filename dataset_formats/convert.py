@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dataset_formats.columnar import CompiledShape
 from dataset_formats.errors import IncompatibleOptions
 from dataset_formats.format_types import DataStrategy, FormatType
 from dataset_formats.mapping import ColumnMapping
+from dataset_formats.pipeline import ordered_map, prefetch
 from dataset_formats.plan import ConversionOptions, LinePlan, build_plan
-from dataset_formats.readers import FileType, iter_batches
+from dataset_formats.readers import FileType, iter_batches, read_column_names
 from dataset_formats.row_errors import IssueLog, RowError, RowIssue
 from dataset_formats.rowwise import build_lines
 from dataset_formats.splits import SplitAssigner, SplitSpec
@@ -25,6 +25,8 @@ from dataset_formats.writer import AtomicJsonlWriter
 
 __all__ = ["ConversionOptions", "ConversionResult", "convert", "iter_lines"]
 
+_WORKERS = 2
+_PREFETCH = 8  # batches parsed ahead of rendering
 # Arrow string arrays address at most 2 GiB; keep each batch's output well below that.
 _MAX_BATCH_BYTES = 256 << 20
 
@@ -68,7 +70,8 @@ class ConversionResult:
 
 
 def _bounded(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    if batch.nbytes <= _MAX_BATCH_BYTES or batch.num_rows <= 1:
+    # The buffer total is cheap but counts whole parent buffers for a slice; nbytes is exact.
+    if batch.num_rows <= 1 or batch.get_total_buffer_size() <= _MAX_BATCH_BYTES or batch.nbytes <= _MAX_BATCH_BYTES:
         yield batch
         return
     half = batch.num_rows // 2
@@ -77,18 +80,39 @@ def _bounded(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
 
 
 def _is_empty(column: pa.Array) -> np.ndarray:
-    return pc.fill_null(pc.equal(pc.binary_length(column), 0), True).to_numpy(zero_copy_only=False)
+    """Null or "" cells, read straight from the offsets buffer."""
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+    empty = offsets[1:] == offsets[:-1]
+    if column.null_count:
+        empty |= column.is_null().to_numpy(zero_copy_only=False)
+    return empty
 
 
-def _line_bytes(lines: pa.Array) -> memoryview:
-    """The contiguous bytes of all lines, without copying them out of the Arrow buffer."""
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
-    start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
-    return memoryview(lines.buffers()[2])[start:end]
+@dataclass(frozen=True)
+class _Work:
+    """A batch after the in-order bookkeeping, ready to be rendered on any thread."""
+
+    selected: pa.RecordBatch
+    rows: np.ndarray  # index in the original batch of each selected row
+    offset: int  # rows read before this batch
+    end: int  # rows read up to and including this batch
+    issues: list[RowIssue]
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    chunks: list[bytes | memoryview]
+    written: int
+    issues: list[RowIssue]
+    end: int
 
 
 class _Conversion:
-    """Per-file state: counters, the issue log, the split assigner and the compiled fast path."""
+    """Per-file state: counters, the issue log, the split assigner and the compiled fast path.
+
+    ``prepare`` and ``finish`` run in file order on the calling thread; ``render`` is pure and
+    may run on worker threads.
+    """
 
     def __init__(
         self,
@@ -104,12 +128,13 @@ class _Conversion:
         self.split_index = split_index
         self.compiled = CompiledShape.compile(plan.static_shape) if plan.columnar and not rowwise else None
         self.rows_read = 0
+        self.rows_done = 0  # rows whose output has been handed out (reading runs ahead of it)
         self.rows_written = 0
         self.rows_filtered = 0
         self.split_counts = dict.fromkeys(assigner.spec.names, 0) if assigner else {}
-        self._mapped = [column for column in plan.mapping.to_dict().values() if column]
+        self._mapped = [column for column in plan.mapping.to_dict().values() if column] + plan.template_columns
 
-    def chunks(self, batch: pa.RecordBatch) -> Iterator[bytes | memoryview]:
+    def prepare(self, batch: pa.RecordBatch) -> _Work:
         offset = self.rows_read
         self.rows_read += batch.num_rows
         for name in self._mapped:  # a JSONL batch may lack a key the first batch had
@@ -126,20 +151,37 @@ class _Conversion:
             keep &= ~empty
         rows = np.flatnonzero(keep)
         selected = batch if len(rows) == batch.num_rows else batch.take(pa.array(rows))
-        if self.compiled is not None and len(rows):
-            self.rows_written += len(rows)
-            yield _line_bytes(self.compiled.build_lines(selected))
-        elif len(rows):
-            lines = []
-            for index, line in build_lines(selected, self.plan.shape_for):
-                if isinstance(line, RowError):
-                    issues.append(RowIssue(offset + int(rows[index]) + 1, line.column, line.message))
-                else:
-                    lines.append(line)
-            self.rows_written += len(lines)
-            yield b"".join(lines)
-        for issue in sorted(issues):
+        return _Work(selected, rows, offset, self.rows_read, issues)
+
+    def render(self, work: _Work) -> _Rendered:
+        if not len(work.rows):
+            return _Rendered([], 0, work.issues, work.end)
+        if self.compiled is not None:
+            return _Rendered(self.compiled.build(work.selected), len(work.rows), work.issues, work.end)
+        encoded, issues = [], list(work.issues)
+        for index, line in build_lines(work.selected, self.plan.shape_for):
+            if isinstance(line, RowError):
+                issues.append(RowIssue(work.offset + int(work.rows[index]) + 1, line.column, line.message))
+            else:
+                encoded.append(line)
+        return _Rendered([b"".join(encoded)], len(encoded), issues, work.end)
+
+    def finish(self, rendered: _Rendered) -> list[bytes | memoryview]:
+        self.rows_written += rendered.written
+        self.rows_done = rendered.end
+        for issue in sorted(rendered.issues):
             self.log.add(issue)
+        return rendered.chunks
+
+    def run(self, batches: Iterable[pa.RecordBatch]) -> Iterator[list[bytes | memoryview]]:
+        """Each batch's output chunks, in file order; the columnar path renders on worker threads."""
+        prepared = (self.prepare(batch) for batch in batches)
+        if self.compiled is None:
+            rendered: Iterable[_Rendered] = map(self.render, prepared)
+        else:
+            rendered = ordered_map(self.render, prepared, workers=_WORKERS, max_pending=2 * _WORKERS)
+        for item in rendered:
+            yield self.finish(item)
 
     def _split_mask(self, batch: pa.RecordBatch) -> np.ndarray:
         if self.assigner is None:
@@ -173,16 +215,27 @@ def _prepare(
     rowwise: bool,
 ) -> tuple[_Conversion, Iterator[pa.RecordBatch]]:
     split_index = _split_index(split, split_name)
-    batches = iter_batches(source, file_type, batch_rows)
-    first = next(batches, None)
-    columns = first.schema.names if first is not None else []
-    plan = build_plan(options, columns)
+    known = read_column_names(source, file_type)
+    head: list[pa.RecordBatch] = []
+    if known is None:  # JSON: the keys of the first batch
+        batches = iter_batches(source, file_type, batch_rows)
+        head = [first] if (first := next(batches, None)) is not None else []
+        known = head[0].schema.names if head else []
+    plan = build_plan(options, known)
     assigner = SplitAssigner(split) if split is not None else None
     if assigner is not None:
-        assigner.check_columns(columns)
+        assigner.check_columns(known)
+    if not head:  # CSV and Parquet: read only the columns the lines and the split need
+        needed = [c for c in plan.mapping.to_dict().values() if c] + list(plan.system_text.columns())
+        needed += plan.template_columns
+        if split is not None:
+            needed += [c for c in (split.id_column, split.stratify_column, split.filter_column) if c]
+        # The content hash of a split without id or stratify column reads every column.
+        whole_rows = split is not None and split.id_column is None and split.stratify_column is None
+        batches = iter_batches(source, file_type, batch_rows, columns=None if whole_rows else needed)
     conversion = _Conversion(plan, IssueLog(max_errors_shown), assigner, split_index, rowwise)
-    head = [first] if first is not None else []
-    return conversion, (b for batch in itertools.chain(head, batches) for b in _bounded(batch))
+    bounded = (b for batch in itertools.chain(head, batches) for b in _bounded(batch))
+    return conversion, prefetch(bounded, depth=_PREFETCH)
 
 
 def iter_lines(
@@ -192,15 +245,14 @@ def iter_lines(
     split_name: str | None = None,
     *,
     file_type: FileType | None = None,
-    batch_rows: int = 65536,
+    batch_rows: int = 4096,
     rowwise: bool = False,
 ) -> Iterator[bytes]:
     """The output lines, as ``convert`` would write them (``rowwise`` forces the per-row path)."""
     conversion, batches = _prepare(source, options, split, split_name, 0, file_type, batch_rows, rowwise)
-    for batch in batches:
-        for chunk in conversion.chunks(batch):
-            for line in bytes(chunk).split(b"\n")[:-1]:
-                yield line + b"\n"
+    for chunks in conversion.run(batches):
+        for line in b"".join(chunks).split(b"\n")[:-1]:
+            yield line + b"\n"
 
 
 def convert(
@@ -213,24 +265,22 @@ def convert(
     max_errors_shown: int = 100,
     *,
     file_type: FileType | None = None,
-    batch_rows: int = 65536,
+    batch_rows: int = 4096,
     rowwise: bool = False,
 ) -> ConversionResult:
     """Write ``source`` as JSONL lines of ``options.format_type`` to ``output_path`` (atomically).
 
     Rows with a problem (empty required cell, answer that is not a JSON object where one is needed,
     bad messages cell) are skipped and reported; problems with the file or the options raise a
-    ``DatasetError`` before anything is written. ``progress`` receives the rows read so far.
+    ``DatasetError`` before anything is written. ``progress`` receives the number of rows processed so far.
     """
-    conversion, batches = _prepare(
-        source, options, split, split_name, max_errors_shown, file_type, batch_rows, rowwise
-    )
+    conversion, batches = _prepare(source, options, split, split_name, max_errors_shown, file_type, batch_rows, rowwise)
     with AtomicJsonlWriter(output_path) as writer:
-        for batch in batches:
-            for chunk in conversion.chunks(batch):
+        for chunks in conversion.run(batches):
+            for chunk in chunks:
                 writer.write(chunk)
             if progress is not None:
-                progress(conversion.rows_read)
+                progress(conversion.rows_done)
     plan = conversion.plan
     return ConversionResult(
         rows_read=conversion.rows_read,

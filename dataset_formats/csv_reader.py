@@ -9,31 +9,44 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from dataset_formats.errors import MalformedFile
 
-DEFAULT_BLOCK_SIZE = 16 << 20
+# pyarrow reads ahead many blocks: small blocks keep memory low (and parse no slower). A record
+# longer than a block makes pyarrow fail; the reader then retries with larger blocks.
+DEFAULT_BLOCK_SIZE = 1 << 20
+_MAX_BLOCK_SIZE = 1 << 30
 _DELIMITER_CANDIDATES = (",", "\t", ";", "|")
 
 
-class _BoundarySafeStream(io.RawIOBase):
-    """File stream whose reads never end in ``\\r`` (except at EOF).
+def _block_ends_in_cr(path: Path, block_size: int) -> bool:
+    """Whether a ``\r\n`` straddles two read blocks: pyarrow then drops the ``\n`` even inside a
+    quoted value (apache/arrow#51368). It reads a native file in blocks of exactly ``block_size``
+    bytes, so two bytes per block tell whether the fast native path is safe.
+    """
+    with open(path, "rb", buffering=0) as f:
+        for position in range(block_size - 1, os.fstat(f.fileno()).st_size - 1, block_size):
+            f.seek(position)
+            if f.read(2) == b"\r\n":
+                return True
+    return False
 
-    pyarrow turns each read into one parse block, and drops the ``\\n`` of a quoted ``\\r\\n`` that
-    is split across two blocks (apache/arrow#51368). Giving the ``\\r`` back to the next read keeps
-    every ``\\r\\n`` inside one block. It also counts quote characters: pyarrow silently accepts a
-    quote left open at end of file, and an odd count is the cheap hint to check for that.
+
+class _BoundarySafeStream(io.RawIOBase):
+    """File stream whose reads never end in ``\r`` (except at EOF), for files where a native
+    block would: handing the ``\r`` to the next read keeps every ``\r\n`` inside one block.
     """
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
-        self.quote_count = 0
 
     def readable(self) -> bool:
         return True
@@ -43,12 +56,33 @@ class _BoundarySafeStream(io.RawIOBase):
         if len(data) > 1 and data.endswith(b"\r"):
             self._file.seek(-1, os.SEEK_CUR)
             data = data[:-1]
-        self.quote_count += data.count(b'"')
         return data
 
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+def _odd_quote_count(path: Path) -> bool:
+    odd = False
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            odd ^= bool(np.count_nonzero(np.frombuffer(chunk, dtype=np.uint8) == ord('"')) % 2)
+    return odd
+
+
+def _may_end_in_open_quote(path: Path, last: pa.RecordBatch | None) -> bool:
+    """pyarrow silently accepts a quote left open at end of file; the last field then runs to the
+    end. Cheap hint first (that field spans a line break, or the file does not end with one),
+    then the parity of all quote characters, which is even in a file with balanced quotes.
+    """
+    if last is None or last.num_rows == 0:
+        return False
+    value = last.column(last.num_columns - 1)[-1].as_py() or ""
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        ends_with_newline = f.read(1) in (b"\n", b"\r")
+    return ("\n" in value or "\r" in value or not ends_with_newline) and _odd_quote_count(path)
 
 
 def sniff_delimiter(path: Path) -> str:
@@ -114,45 +148,62 @@ def _locate_bad_utf8(path: Path) -> MalformedFile:
     return MalformedFile("The file is not valid UTF-8")
 
 
+def _open(source: str | _BoundarySafeStream, columns: list[str], delimiter: str, block_size: int) -> Any:
+    return pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=True),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(columns, pa.string()),
+            include_columns=columns,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
 def iter_csv_batches(
     path: Path,
     delimiter: str | None = None,
     batch_rows: int = 65536,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
+    """``columns`` limits conversion to those columns (plus the last one, which the open-quote
+    check looks at); every row is still parsed and checked."""
     delimiter = delimiter or sniff_delimiter(path)
     header = read_header(path, delimiter)
-    stream = _BoundarySafeStream(path)
-    try:
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(block_size=block_size, use_threads=True),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        empty = True
-        for batch in reader:
-            for start in range(0, batch.num_rows, batch_rows):
-                empty = False
-                yield batch.slice(start, batch_rows)
-        if empty:  # a header-only file still tells callers its columns
-            yield pa.RecordBatch.from_pylist([], schema=reader.schema)
-    except pa.ArrowInvalid as exc:
-        located = locate_csv_problem(path, delimiter, len(header))
-        if located is not None:
-            raise located from exc
-        if "straddle" in str(exc):
-            raise MalformedFile(
-                f"A record is larger than the {block_size}-byte read block; pass a larger block size"
-            ) from exc
-        raise MalformedFile(f"Cannot parse the CSV file: {exc}") from exc
-    finally:
-        stream.close()
-    if stream.quote_count % 2:
+    wanted = [name for name in header if columns is None or name in columns or name == header[-1]]
+    done = 0  # rows already handed out, skipped when a retry re-reads the file
+    last: pa.RecordBatch | None = None
+    while True:
+        # The native file is read without the GIL; the Python stream only where a block ends in \r.
+        stream = _BoundarySafeStream(path) if _block_ends_in_cr(path, block_size) else None
+        try:
+            reader = _open(stream or str(path), wanted, delimiter, block_size)
+            seen = 0
+            for batch in reader:
+                skip = min(max(done - seen, 0), batch.num_rows)
+                seen += batch.num_rows
+                for start in range(skip, batch.num_rows, batch_rows):
+                    last = batch.slice(start, batch_rows)
+                    done += last.num_rows
+                    yield last
+            break
+        except pa.ArrowInvalid as exc:
+            if "straddl" in str(exc) and block_size < _MAX_BLOCK_SIZE:
+                block_size *= 8
+                continue
+            located = locate_csv_problem(path, delimiter, len(header))
+            if located is not None:
+                raise located from exc
+            raise MalformedFile(f"Cannot parse the CSV file: {exc}") from exc
+        finally:
+            if stream is not None:
+                stream.close()
+    if not done:  # a header-only file still tells callers its columns
+        yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+    if _may_end_in_open_quote(path, last):
         located = locate_csv_problem(path, delimiter, len(header))
         if located is not None:
             raise located

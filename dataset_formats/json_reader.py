@@ -60,9 +60,7 @@ def iter_jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
             except msgspec.DecodeError as exc:
                 raise MalformedFile(f"Invalid JSON: {exc}", line=line_number) from exc
             if not isinstance(value, dict):
-                raise MalformedFile(
-                    f"Each line must be a JSON object, found {type(value).__name__}", line=line_number
-                )
+                raise MalformedFile(f"Each line must be a JSON object, found {type(value).__name__}", line=line_number)
             yield value
 
 

@@ -44,9 +44,7 @@ def _resolve(column: str, columns: Sequence[str], role: str) -> str:
     folded = [c for c in columns if c.casefold() == column.casefold()]
     if len(folded) == 1:
         return folded[0]
-    raise MappingError(
-        f"Column {column!r} given for {role!r} is not in the file; available columns: {list(columns)}"
-    )
+    raise MappingError(f"Column {column!r} given for {role!r} is not in the file; available columns: {list(columns)}")
 
 
 def detect_mapping(columns: Sequence[str], override: Mapping[str, str] | None = None) -> ColumnMapping:

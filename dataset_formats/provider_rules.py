@@ -99,8 +99,10 @@ def _line_problems(record: dict[str, Any], kind: str) -> list[str]:
     last = messages[-1] if isinstance(messages, list) and messages else None
     if isinstance(last, dict) and last.get("role") == "assistant":
         problems.append("the last input message must not be an assistant message")
-    return problems + _single_assistant(record["preferred_output"], "preferred_output") + _single_assistant(
-        record["non_preferred_output"], "non_preferred_output"
+    return (
+        problems
+        + _single_assistant(record["preferred_output"], "preferred_output")
+        + _single_assistant(record["non_preferred_output"], "non_preferred_output")
     )
 
 

@@ -29,9 +29,7 @@ def encode_line(shape: Any, row: Row) -> bytes:
     return _ENCODER.encode(evaluate_shape(shape, row)) + b"\n"
 
 
-def build_lines(
-    batch: pa.RecordBatch, shape_for: Callable[[Row], Any]
-) -> Iterator[tuple[int, bytes | RowError]]:
+def build_lines(batch: pa.RecordBatch, shape_for: Callable[[Row], Any]) -> Iterator[tuple[int, bytes | RowError]]:
     """(index in batch, line or the row's error) for every row."""
     for index, row in enumerate(iter_rows(batch)):
         try:

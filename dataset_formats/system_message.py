@@ -12,24 +12,24 @@ from dataset_formats.expressions import Col, Part, Text
 DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
 
 
-def parse_template(template: str, columns: Sequence[str]) -> Text:
+def parse_template(template: str, columns: Sequence[str], label: str = "System message template") -> Text:
     """``"You answer for {product}."`` -> literal and column parts; ``{{``/``}}`` are literal braces."""
     parts: list[Part] = []
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise IncompatibleOptions(f"System message template {template!r} is not valid: {exc}") from exc
+        raise IncompatibleOptions(f"{label} {template!r} is not valid: {exc}") from exc
     for literal, field, spec, conversion in parsed:
         parts.append(literal)
         if field is None:
             continue
         if spec or conversion:
             raise IncompatibleOptions(
-                f"System message template field {{{field}}} may not use a format spec or conversion"
+                f"{label} field {{{field}}} may not use a format spec or conversion"
             )
         if field not in columns:
             raise MappingError(
-                f"System message template uses column {field!r}, which is not in the file; "
+                f"{label} uses column {field!r}, which is not in the file; "
                 f"available columns: {list(columns)}"
             )
         parts.append(Col(field))

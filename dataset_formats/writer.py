@@ -28,7 +28,8 @@ class AtomicJsonlWriter:
     def __enter__(self) -> AtomicJsonlWriter:
         handle, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         self._temp = Path(temp)
-        self._file = os.fdopen(handle, "wb", buffering=1 << 20)
+        # Small buffer: the large chunks of the fast path bypass it instead of being copied into it.
+        self._file = os.fdopen(handle, "wb", buffering=1 << 16)
         return self
 
     def write_record(self, record: Any) -> None:

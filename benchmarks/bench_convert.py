@@ -1,0 +1,269 @@
+"""Benchmark: CSV/Parquet -> openai_chat_jsonl (final_only) with dataset_formats.
+
+Usage:  python benchmarks/bench_convert.py --rows 1000000,5000000 [--baseline-rows 50000]
+Quick:  python benchmarks/bench_convert.py --rows 100000 --baseline-rows 10000
+
+Every case runs in its own child process; wall time is measured inside the child and peak RSS
+comes from os.wait4's rusage of that child alone. Data and outputs go to benchmarks/out/
+(git-ignored). Cases:
+  floor      plain streaming pyarrow CSV read (all columns as strings), nothing else
+  csv        dataset_formats.convert CSV -> JSONL
+  parquet    dataset_formats.convert Parquet -> JSONL
+  reference  stdlib csv + msgspec, row by row; its output must be byte-identical to ours
+  baseline   pandas read_csv + iterrows + json.dumps, the usual way, on a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import filecmp
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+_WORDS = (  # noqa: SIM905 - a readable word list
+    'the order shipping refund, invoice "premium" plan café naïve 日本語 サポート 🚀 emoji ✓ account '
+    'password reset; delivery tracking number, customer\'s request "urgent" Zürich São Paulo of '
+    "Ελληνικά русский текст déjà vu — dash … ellipsis to be or not and a is for with on at by "
+    "it"
+).split(" ")
+_RARE_WORDS = ("tab\there", "C:\\Users\\path", "bell\x07char")  # rarer characters still get exercised
+
+
+def _text(rng: random.Random, chars: int) -> str:
+    words: list[str] = []
+    size = 0
+    while size < chars:
+        word = rng.choice(_WORDS) if rng.random() > 0.002 else rng.choice(_RARE_WORDS)
+        if rng.random() < 0.03:
+            word += rng.choice(("\r\n", "\n", "\n\n"))
+        words.append(word)
+        size += len(word) + 1
+    return " ".join(words)
+
+
+def generate_csv(path: Path, rows: int) -> None:
+    """~1 KB rows: system, question, thinking, answer with commas, quotes, CRLF, newlines, non-ASCII."""
+    rng = random.Random(7)
+    systems = [_text(rng, 90) for _ in range(5)] + [""]  # empty cells fall back to the default
+    pool = [(_text(rng, 150), _text(rng, 420), _text(rng, 330)) for _ in range(997)]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\r\n")
+        writer.writerow(["system", "question", "thinking", "answer"])
+        for i in range(rows):
+            question, thinking, answer = pool[i % len(pool)]
+            writer.writerow([systems[i % len(systems)], f"#{i} {question}", thinking, f"{answer} ({i})"])
+    tmp.replace(path)
+
+
+def generate_parquet(csv_path: Path, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT))
+    from dataset_formats.readers import iter_batches
+
+    batches = iter_batches(csv_path)
+    first = next(batches)
+    pending = [first]
+    with pq.ParquetWriter(path, first.schema) as writer:
+        for batch in batches:  # CSV batches are small: gather them into 65,536-row row groups
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= 65536:
+                writer.write_table(pa.Table.from_batches(pending), row_group_size=65536)
+                pending = []
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending), row_group_size=65536)
+
+
+# --- cases (run in a child process) ------------------------------------------------------------
+
+
+def case_floor(source: Path, output: Path) -> int:
+    sys.path.insert(0, str(ROOT))
+    from dataset_formats.readers import iter_batches
+
+    return sum(batch.num_rows for batch in iter_batches(source))
+
+
+def case_convert(source: Path, output: Path) -> int:
+    sys.path.insert(0, str(ROOT))
+    from dataset_formats.convert import ConversionOptions, convert
+
+    result = convert(source, output, ConversionOptions())
+    assert result.error_count == 0, result.row_errors[:3]
+    return result.rows_written
+
+
+def case_reference(source: Path, output: Path) -> int:
+    """Straightforward implementation: stdlib csv + msgspec, one dict per row."""
+    import msgspec
+
+    encode = msgspec.json.Encoder().encode
+    rows = 0
+    with open(source, encoding="utf-8-sig", newline="") as f, open(output, "wb") as out:
+        reader = csv.reader(f)
+        next(reader)
+        for system, question, _thinking, answer in reader:
+            line = {
+                "messages": [
+                    {"role": "system", "content": system or DEFAULT_SYSTEM},
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+            out.write(encode(line) + b"\n")
+            rows += 1
+    return rows
+
+
+def case_baseline(source: Path, output: Path, limit: int) -> int:
+    """The usual way: pandas read_csv + iterrows + json.dumps."""
+    import pandas as pd
+
+    frame = pd.read_csv(source, nrows=limit, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    with open(output, "w", encoding="utf-8") as out:
+        for _, row in frame.iterrows():
+            line = {
+                "messages": [
+                    {"role": "system", "content": row["system"] or DEFAULT_SYSTEM},
+                    {"role": "user", "content": row["question"]},
+                    {"role": "assistant", "content": row["answer"]},
+                ]
+            }
+            out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+    return len(frame)
+
+
+CASES = {"floor": case_floor, "csv": case_convert, "parquet": case_convert, "reference": case_reference}
+
+
+def child(case: str, source: Path, output: Path, limit: int) -> None:
+    if case == "generate":
+        if not source.exists():
+            generate_csv(source, limit)
+        generate_parquet(source, output)
+        return
+    start = time.perf_counter()
+    rows = case_baseline(source, output, limit) if case == "baseline" else CASES[case](source, output)
+    print(json.dumps({"rows": rows, "seconds": time.perf_counter() - start}))
+
+
+# --- parent ------------------------------------------------------------------------------------
+
+
+def run_case(case: str, source: Path, output: Path, limit: int = 0) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--case", case, "--source", str(source), "--output", str(output)]
+    cmd += ["--limit", str(limit)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"case {case} failed with exit code {proc.returncode}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    return result
+
+
+def report(name: str, result: dict[str, float], input_bytes: float) -> None:
+    rows, seconds = result["rows"], result["seconds"]
+    fraction = rows / result.get("total_rows", rows)
+    mb_s = input_bytes * fraction / seconds / 1e6
+    print(
+        f"  {name:<34} {rows:>9,.0f} rows {seconds:8.2f} s {rows / seconds:>11,.0f} rows/s "
+        f"{mb_s:8.1f} MB/s in  peak RSS {result['rss_mb']:7.1f} MB"
+    )
+
+
+def bench(rows: int, baseline_rows: int, check_reference: bool) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    source = OUT / f"bench_{rows}.csv"
+    parquet = OUT / f"bench_{rows}.parquet"
+    if not (source.exists() and parquet.exists()):
+        print(f"generating {source.name} and {parquet.name} ...", flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--case",
+                "generate",
+                "--source",
+                str(source),
+                "--output",
+                str(parquet),
+                "--limit",
+                str(rows),
+            ],
+            check=True,
+        )
+    size = source.stat().st_size
+    print(
+        f"\n{rows:,} rows, CSV {size / 1e6:,.0f} MB ({size / rows:,.0f} B/row), Parquet "
+        f"{parquet.stat().st_size / 1e6:,.0f} MB"
+    )
+    ours_csv = OUT / f"ours_csv_{rows}.jsonl"
+    ours_parquet = OUT / f"ours_parquet_{rows}.jsonl"
+    floor = run_case("floor", source, OUT / "unused")
+    report("floor: pyarrow CSV streaming read", floor, size)
+    csv_run = run_case("csv", source, ours_csv)
+    report("dataset_formats CSV -> JSONL", csv_run, size)
+    parquet_run = run_case("parquet", parquet, ours_parquet)
+    report("dataset_formats Parquet -> JSONL", parquet_run, parquet.stat().st_size)
+    print(
+        f"  output {ours_csv.stat().st_size / 1e6:,.0f} MB; CSV convert / floor time: "
+        f"{csv_run['seconds'] / floor['seconds']:.2f}x"
+    )
+    assert filecmp.cmp(ours_csv, ours_parquet, shallow=False), "CSV and Parquet outputs differ"
+    if check_reference:
+        reference_out = OUT / f"reference_{rows}.jsonl"
+        reference = run_case("reference", source, reference_out)
+        report("reference: stdlib csv + msgspec", reference, size)
+        identical = filecmp.cmp(ours_csv, reference_out, shallow=False)
+        print(
+            f"  byte-identical to reference: {identical}; speed-up vs reference "
+            f"{reference['seconds'] / csv_run['seconds']:.1f}x"
+        )
+        assert identical, "output differs from the reference implementation"
+        reference_out.unlink()
+    if baseline_rows:
+        baseline = run_case("baseline", source, OUT / "baseline.jsonl", min(baseline_rows, rows))
+        baseline["total_rows"] = rows
+        report("baseline: pandas iterrows+json", baseline, size)
+        ours_rate = csv_run["rows"] / csv_run["seconds"]
+        print(f"  CSV convert vs baseline: {ours_rate / (baseline['rows'] / baseline['seconds']):.1f}x faster")
+    ours_csv.unlink()
+    ours_parquet.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="1000000", help="comma-separated row counts, e.g. 1000000,5000000")
+    parser.add_argument("--baseline-rows", type=int, default=50000, help="subset size for pandas (0: skip)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the byte-identical reference check")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        child(args.case, args.source, args.output, args.limit)
+        return
+    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    for rows in (int(r) for r in args.rows.split(",")):
+        bench(rows, args.baseline_rows, not args.no_reference)
+
+
+if __name__ == "__main__":
+    main()

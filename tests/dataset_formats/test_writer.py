@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dataset_formats.writer import AtomicJsonlWriter
+
+
+def test_writes_compact_utf8_and_replaces_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_text("old\n")
+    with AtomicJsonlWriter(target) as writer:
+        writer.write_record({"text": "café 日本語 🚀 \u2028", "n": [1, None]})
+        writer.write(b'{"raw":true}\n')
+        assert target.read_text() == "old\n"  # nothing visible until the writer closes
+    assert target.read_bytes() == '{"text":"café 日本語 🚀 \u2028","n":[1,null]}\n{"raw":true}\n'.encode()
+    assert writer.bytes_written == len(target.read_bytes())
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_exception_mid_write_leaves_no_target_and_no_temp_file(tmp_path: Path, existing: bool) -> None:
+    target = tmp_path / "out.jsonl"
+    if existing:
+        target.write_text("previous\n")
+    with pytest.raises(RuntimeError, match="boom"), AtomicJsonlWriter(target) as writer:
+        writer.write_record({"a": 1})
+        raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == (["out.jsonl"] if existing else [])
+    if existing:
+        assert target.read_text() == "previous\n"
