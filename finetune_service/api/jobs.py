@@ -9,10 +9,11 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from finetune_service.api.etag import conditional, etag_of
+from finetune_service.api.params import IdempotencyKey
 from finetune_service.auth import Principal
 from finetune_service.providers.base import JobStatus
 from finetune_service.schemas.jobs import CheckpointList, CreateJobBody, JobEnvelope, JobEventList, JobList
@@ -25,7 +26,6 @@ from finetune_service.services.jobs import (
 )
 
 STREAM_POLL_SECONDS = 1.0
-IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)]
 
 
 class JobsController(Controller):

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from finetune_service.api.params import IdempotencyKey
 from finetune_service.auth import Principal
 from finetune_service.container import Services
 from finetune_service.db.tables import Job
@@ -21,7 +22,6 @@ from finetune_service.schemas.openai_v1 import (
 from finetune_service.services.jobs import JobFilter
 from finetune_service.services.openai_facade import fine_tuning_job, job_body, job_checkpoint, job_event
 
-IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)]
 Limit = Annotated[int, QueryParameter(ge=1, le=100)]
 
 

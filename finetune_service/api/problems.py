@@ -11,9 +11,11 @@ import logging
 import math
 from typing import Any
 
+import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from finetune_service.errors import DomainError, kind_of, retry_after_of
 from finetune_service.request_id import request_id_of
@@ -21,6 +23,7 @@ from finetune_service.request_id import request_id_of
 log = logging.getLogger("finetune_service.errors")
 
 PROBLEM_JSON = "application/problem+json"
+DATABASE_RETRY_AFTER_SECONDS = 5
 _OPENAI_TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -127,6 +130,16 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     )
 
 
+def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.warning("database unavailable during %s %s [request_id=%s]: %s", request.method, request.url.path,
+                request_id_of(request.scope), type(exc).__name__)
+    return error_response(
+        request, status=503, slug="service-unavailable", title="Service unavailable",
+        detail="The database is not reachable right now; retry shortly.", openai_type="server_error",
+        retry_after=DATABASE_RETRY_AFTER_SECONDS,
+    )
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     request_id = request_id_of(request.scope)
     log.error("unexpected error handling %s %s [request_id=%s]", request.method, request.url.path,
@@ -140,6 +153,13 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: _domain,
+    # Lost connections and refused connects (OperationalError/InterfaceError wrap the driver's);
+    # a bad statement is a DBAPIError too, but a ProgrammingError stays a 500.
+    OperationalError: _database_down,
+    InterfaceError: _database_down,
+    # A refused connect surfaces from the pool unwrapped.
+    ConnectionRefusedError: _database_down,
+    asyncpg.PostgresConnectionError: _database_down,
     ValidationException: _validation,
     HTTPException: _http,
     Exception: _unexpected,

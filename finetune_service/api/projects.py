@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import File
 
 from finetune_service.api.datasets import download_name
 from finetune_service.api.etag import conditional, etag_of
+from finetune_service.api.params import IdempotencyKey
 from finetune_service.auth import Principal
 from finetune_service.schemas.jobs import CreateJobBody, JobEnvelope, JobList
 from finetune_service.schemas.projects import (
@@ -30,7 +31,6 @@ from finetune_service.services.jobs import JobFilter, JobsService, job_view
 from finetune_service.services.projects import ProjectsService, project_view, split_view, task_view
 
 TASK = "/projects/{project_id:str}/tasks/{task_id:str}"
-IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)]
 
 
 class ProjectsController(Controller):

@@ -10,6 +10,8 @@ Keys come from settings only and never appear in errors.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import inspect
 import logging
 import random
@@ -18,13 +20,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import openai
 from openai import AsyncOpenAI
 
 from finetune_service.errors import ProviderError, ValidationFailed
 from finetune_service.providers.base import (
+    AudioRequest,
     BaseModelInfo,
     CreateJobRequest,
+    GeneratedImage,
+    ImageRequest,
     JobStatus,
     ProviderCheckpoint,
     ProviderEvent,
@@ -147,15 +153,30 @@ def map_openai_error(error: Exception) -> ProviderError:
     return ProviderError(f"Unexpected OpenAI client error: {type(error).__name__}", provider=provider, status=502)
 
 
+@functools.cache
+def _named_parameters(method: Callable[..., Any]) -> frozenset[str]:
+    # inspect.signature of the SDK's overloaded methods costs more than a whole streamed chunk.
+    return frozenset(inspect.signature(method).parameters) - {"extra_headers", "extra_query", "extra_body", "timeout"}
+
+
 def _sdk_kwargs(method: Callable[..., Any], body: dict[str, Any]) -> dict[str, Any]:
     """`body` as keyword arguments of an SDK method; fields the SDK doesn't name go in `extra_body`
     (provider-specific sampling options such as `top_k` would otherwise be a TypeError)."""
-    known = set(inspect.signature(method).parameters) - {"extra_headers", "extra_query", "extra_body", "timeout"}
+    known = _named_parameters(getattr(method, "__func__", method))
     kwargs = {k: v for k, v in body.items() if k in known}
     extra = {k: v for k, v in body.items() if k not in known}
     if extra:
         kwargs["extra_body"] = extra
     return kwargs
+
+
+def _decode_chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        raise ProviderError("OpenAI sent a malformed stream event", provider=DISPLAY_NAME, status=502,
+                            retryable=True) from None
+    return chunk if isinstance(chunk, dict) else {}
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -416,18 +437,30 @@ class OpenAIProvider:
         """Opens the upstream stream now (its errors raise here); the iterator yields chunk dicts."""
         request = dict(body, stream=True)
         request.setdefault("stream_options", {"include_usage": True})
-        create = self.client.chat.completions.create
-        stream = await self._call(lambda: create(**_sdk_kwargs(create, request)))
-        return self._chunks(stream)
+        kwargs = _sdk_kwargs(self.client.chat.completions.create, request)
+        # The raw-response variant keeps the SDK's request building, auth and error mapping but
+        # skips building a pydantic model per chunk, which dominated the cost of relaying a stream.
+        opened = self.client.chat.completions.with_streaming_response.create(**kwargs)
+        response = await self._call(opened.__aenter__)
+        return self._chunks(opened, response)
 
-    async def _chunks(self, stream: Any) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self, opened: Any, response: Any) -> AsyncIterator[dict[str, Any]]:
         try:
-            async for chunk in stream:
-                yield _dump(chunk)
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = _decode_chunk(data)
+                if isinstance(chunk.get("error"), dict):
+                    message = chunk["error"].get("message") or "stream error"
+                    raise ProviderError(f"OpenAI error: {message}", provider=DISPLAY_NAME, status=502, retryable=True)
+                yield chunk
         except openai.OpenAIError as error:
             raise map_openai_error(error) from error
         finally:
-            await stream.close()
+            await opened.__aexit__(None, None, None)
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         request = dict(body)
@@ -435,3 +468,45 @@ class OpenAIProvider:
         create = self.client.embeddings.create
         response = await self._call(lambda: create(**_sdk_kwargs(create, request)))
         return _dump(response)
+
+    # ------------------------------------------------------------------ images and audio
+
+    async def generate_image(self, request: ImageRequest) -> list[GeneratedImage]:
+        """`images.generate`, always as base64 (GPT image models only return that; DALL-E is asked
+        for it), so the service stores the image itself instead of handing out OpenAI's URL."""
+        kwargs: dict[str, Any] = {"model": request.model, "prompt": request.prompt, "n": request.n}
+        if request.size:
+            kwargs["size"] = request.size
+        if request.quality:
+            kwargs["quality"] = request.quality
+        if request.style:
+            kwargs["style"] = request.style
+        if not request.model.startswith("gpt-image"):
+            kwargs["response_format"] = "b64_json"
+        response = await self._call(lambda: self.client.images.generate(**kwargs))
+        images = []
+        for item in response.data or []:
+            if not item.b64_json:
+                raise ProviderError("OpenAI answered without image data", provider=DISPLAY_NAME, status=502)
+            images.append(GeneratedImage(data=base64.b64decode(item.b64_json),
+                                         media_type=f"image/{response.output_format or 'png'}",
+                                         revised_prompt=item.revised_prompt))
+        return images
+
+    async def _audio(self, create: Callable[..., Awaitable[Any]], request: AudioRequest) -> dict[str, Any] | str:
+        kwargs: dict[str, Any] = {"model": request.model, "response_format": request.response_format,
+                                  "file": (request.filename, request.data, request.media_type)}
+        for name in ("prompt", "language", "temperature"):
+            if getattr(request, name) is not None:
+                kwargs[name] = getattr(request, name)
+        result = await self._call(lambda: create(**kwargs))
+        return result if isinstance(result, str) else _dump(result)
+
+    async def transcribe(self, request: AudioRequest) -> dict[str, Any] | str:
+        return await self._audio(self.client.audio.transcriptions.create, request)
+
+    async def translate(self, request: AudioRequest) -> dict[str, Any] | str:
+        if request.language is not None:
+            raise ValidationFailed("OpenAI translations always translate into English; drop 'language'.",
+                                   param="language")
+        return await self._audio(self.client.audio.translations.create, request)

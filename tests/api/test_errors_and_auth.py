@@ -126,3 +126,26 @@ async def test_open_mode_serves_default_tenant_without_key(tmp_path: Path) -> No
         response = await client.get("/api/finetune/providers", headers={"Authorization": "Bearer anything"})
         assert response.status_code == 200
         assert (await client.get("/api/finetune/providers")).status_code == 200
+
+
+async def test_requests_get_503_while_the_database_is_down_and_recover(tmp_path: Path) -> None:
+    from finetune_service.db.engine import Database
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+                        api_keys={"k": "t"}, sync_interval_seconds=0)
+    app = create_app(settings)
+    headers = {"Authorization": "Bearer k"}
+    async with AsyncTestClient(app) as client:
+        services = app.state.services
+        healthy = services.database
+        services.database = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+        services.datasets.database = services.database
+        down = await client.get("/api/finetune/datasets", headers=headers)
+        assert down.status_code == 503
+        assert down.headers["retry-after"] == "5"
+        assert "database is not reachable" in down.json()["detail"]
+        assert (await client.get("/ready")).status_code == 503
+        await services.database.dispose()
+        services.database = services.datasets.database = healthy
+        assert (await client.get("/api/finetune/datasets", headers=headers)).status_code == 200
+        assert (await client.get("/ready")).status_code == 200
