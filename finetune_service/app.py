@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
+from litestar.logging import LoggingConfig
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -23,16 +23,17 @@ from finetune_service.api.jobs import JobsController
 from finetune_service.api.openai_chat import OpenAIController, SavedResponsesController
 from finetune_service.api.openai_files import OpenAIFilesController
 from finetune_service.api.openai_fine_tuning import OpenAIFineTuningController
+from finetune_service.api.openai_media import MediaLinksController, OpenAIMediaController
 from finetune_service.api.problems import EXCEPTION_HANDLERS
 from finetune_service.api.projects import ProjectsController
+from finetune_service.api.robin import RobinController
 from finetune_service.auth import ApiKeyMiddleware
 from finetune_service.container import Services
 from finetune_service.request_id import request_id_middleware
 from finetune_service.settings import Settings
 
-log = logging.getLogger("finetune_service")
-
-PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
+QUIET_LOGGERS = ("httpx", "httpx2", "openai", "together", "alembic.runtime.migration")
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/media/images/"]  # signed links carry their own check
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[health, ready, CatalogController, DatasetsController, JobsController, ProjectsController,
                         OpenAIController, SavedResponsesController, EvaluationsController,
-                        OpenAIFilesController, OpenAIFineTuningController],
+                        OpenAIFilesController, OpenAIFineTuningController, RetrievalController,
+                        RobinController, OpenAIMediaController, MediaLinksController],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -70,6 +72,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="An API key"),
             }),
             security=[{"bearer": []}],
+        ),
+        logging_config=LoggingConfig(
+            root={"level": "INFO", "handlers": ["queue_listener"]},
+            # One INFO line per provider HTTP call costs more than relaying a streamed chunk.
+            loggers={name: {"level": "WARNING", "propagate": True} for name in QUIET_LOGGERS},
+            log_exceptions="never",
         ),
         debug=False,
     )
