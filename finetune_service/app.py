@@ -26,9 +26,11 @@ from finetune_service.api.openai_fine_tuning import OpenAIFineTuningController
 from finetune_service.api.openai_media import MediaLinksController, OpenAIMediaController
 from finetune_service.api.problems import EXCEPTION_HANDLERS
 from finetune_service.api.projects import ProjectsController
+from finetune_service.api.retrieval import RetrievalController
 from finetune_service.api.robin import RobinController
 from finetune_service.auth import ApiKeyMiddleware
 from finetune_service.container import Services
+from finetune_service.rate_limit import rate_limit_middleware
 from finetune_service.request_id import request_id_middleware
 from finetune_service.settings import Settings
 
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[
             request_id_middleware,
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
+            rate_limit_middleware,
         ],
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
         request_max_body_size=settings.max_upload_bytes,

@@ -65,6 +65,13 @@ def _parse_float(env: Mapping[str, str], name: str, default: float, minimum: flo
     return value
 
 
+def _parse_secret(raw: str) -> str | None:
+    secret = raw.strip()
+    if secret and len(secret) < 32:
+        raise ConfigurationError("FINETUNE_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+    return secret or None
+
+
 DEFAULT_MODEL_ALIASES = {
     "ROBIN_4": "sandbox/sandbox-chat-large",
     "ROBIN_3": "sandbox/sandbox-chat-small",
@@ -96,6 +103,10 @@ class Settings:
     model_aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
     fetch_allowlist: tuple[str, ...] = ()
     sandbox_step_seconds: float = 2.0
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 200
+    # Signs expiring media links (HMAC-SHA256). Unset: a random key kept in <data dir>/secret_key.
+    secret_key: str | None = None
     together: ProviderCredentials = ProviderCredentials()
     openai: ProviderCredentials = ProviderCredentials()
     fireworks: ProviderCredentials = ProviderCredentials()
@@ -129,6 +140,9 @@ class Settings:
                 filter(None, (h.strip() for h in env.get("FINETUNE_FETCH_ALLOWLIST", "").split(",")))
             ),
             sandbox_step_seconds=_parse_float(env, "FINETUNE_SANDBOX_STEP_SECONDS", cls.sandbox_step_seconds),
+            rate_limit_per_second=_parse_float(env, "FINETUNE_RATE_LIMIT", cls.rate_limit_per_second),
+            rate_limit_burst=_parse_int(env, "FINETUNE_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+            secret_key=_parse_secret(env.get("FINETUNE_SECRET_KEY", "")),
             together=ProviderCredentials(
                 api_key=env.get("TOGETHER_API_KEY") or None, base_url=env.get("TOGETHER_BASE_URL") or None
             ),
@@ -145,7 +159,7 @@ class Settings:
     def __repr__(self) -> str:
         # Keys must never reach logs, even through a stray repr().
         shown = ", ".join(
-            f"{f.name}=<redacted>" if f.name in {"api_keys", "together", "openai", "fireworks"}
+            f"{f.name}=<redacted>" if f.name in {"api_keys", "secret_key", "together", "openai", "fireworks"}
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)
         )

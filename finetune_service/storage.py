@@ -98,5 +98,9 @@ class DatasetStore:
         shutil.rmtree(self.dataset_dir(tenant_id, dataset_id), ignore_errors=True)
 
     def clear_staging(self) -> None:
-        """Staging files left by a crash are incomplete by definition."""
+        """Staging files and the atomic writer's temp files left by a crash are incomplete by
+        definition (they were never renamed into place); remove them on start."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self.root.exists():
+            for leftover in self.root.rglob(".*.tmp"):
+                leftover.unlink(missing_ok=True)

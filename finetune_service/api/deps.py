@@ -15,7 +15,10 @@ from finetune_service.services.completions import CompletionsService
 from finetune_service.services.datasets import DatasetsService
 from finetune_service.services.evaluations import EvaluationsService
 from finetune_service.services.jobs import JobsService
+from finetune_service.services.media import MediaService
 from finetune_service.services.projects import ProjectsService
+from finetune_service.services.retrieval import RetrievalService
+from finetune_service.services.robin import RobinService
 
 
 def _principal(request: Request[Principal, Any, Any]) -> Principal:
@@ -50,6 +53,18 @@ def _evaluations(services: NamedDependency[Services]) -> EvaluationsService:
     return services.evaluations
 
 
+def _retrieval(services: NamedDependency[Services]) -> RetrievalService:
+    return services.retrieval
+
+
+def _media(services: NamedDependency[Services]) -> MediaService:
+    return services.media
+
+
+def _robin(services: NamedDependency[Services]) -> RobinService:
+    return services.robin
+
+
 DEPENDENCIES = {
     "principal": Provide(_principal, sync_to_thread=False),
     "services": Provide(_services, sync_to_thread=False),
@@ -59,4 +74,7 @@ DEPENDENCIES = {
     "completions": Provide(_completions, sync_to_thread=False),
     "evaluations": Provide(_evaluations, sync_to_thread=False),
     "projects": Provide(_projects, sync_to_thread=False),
+    "retrieval": Provide(_retrieval, sync_to_thread=False),
+    "media": Provide(_media, sync_to_thread=False),
+    "robin": Provide(_robin, sync_to_thread=False),
 }

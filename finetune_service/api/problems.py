@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from finetune_service.errors import DomainError, kind_of, retry_after_of
 from finetune_service.request_id import request_id_of
@@ -114,6 +115,13 @@ _TITLES = {
 }
 
 
+def _body_limit(request: Request[Any, Any, Any]) -> int | None:
+    try:
+        return request.route_handler.resolve_request_max_body_size()
+    except Exception:  # no route matched
+        return None
+
+
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= 500:
         return _unexpected(request, exc)
@@ -121,12 +129,25 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code == 404 and detail in ("Not Found", ""):
         detail = f"No route for {request.method} {request.url.path}; see /schema for the API."
     elif exc.status_code == 413:
-        detail = f"Request body too large: {detail}"
+        limit = _body_limit(request)
+        detail = (f"The request body is larger than the limit of {limit} bytes (FINETUNE_MAX_UPLOAD_BYTES); split "
+                  "the file or ask the operator to raise the limit." if limit else f"Request body too large: {detail}")
     detail = _HINTS.get(detail, detail)
     title = _TITLES.get(exc.status_code, "Bad request")
     return error_response(
         request, status=exc.status_code, slug=title.lower().replace(" ", "-"), title=title, detail=detail,
         retry_after=None,
+    )
+
+
+def _undecodable(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Any]:
+    # Litestar decodes multipart fields sent without a filename (and form bodies) as UTF-8; raw bytes
+    # there are the client's mistake, not ours.
+    return error_response(
+        request, status=400, slug="invalid-encoding", title="Invalid encoding",
+        detail=f"The request has text that is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at position "
+        f"{exc.start}). Send text as UTF-8, and a file as a multipart file part with a filename "
+        "(e.g. curl -F file=@data.csv).",
     )
 
 
@@ -138,6 +159,25 @@ def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[
         detail="The database is not reachable right now; retry shortly.", openai_type="server_error",
         retry_after=DATABASE_RETRY_AFTER_SECONDS,
     )
+
+
+def _database_rejected(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
+    """PostgreSQL refuses some values SQLite stores (SQLSTATE class 22, "data exception"): a NUL
+    character in any text, a string longer than its column. That is the value sent, not a fault."""
+    state = str(getattr(exc.orig, "sqlstate", None) or "")
+    if state == "22021":
+        return error_response(
+            request, status=400, slug="invalid-request", title="Invalid request",
+            detail="The request has text with a NUL (\\u0000) character, which cannot be stored or looked up; "
+            "remove it.",
+        )
+    if state.startswith("22"):
+        reason = str(getattr(exc.orig, "args", [""])[0] or "").splitlines()[0][:200]
+        return error_response(
+            request, status=422, slug="validation-failed", title="Validation failed",
+            detail=f"A value in the request cannot be stored: {reason or 'invalid value'}; shorten or fix it.",
+        )
+    return _unexpected(request, exc)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -160,7 +200,63 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     # A refused connect surfaces from the pool unwrapped.
     ConnectionRefusedError: _database_down,
     asyncpg.PostgresConnectionError: _database_down,
+    DBAPIError: _database_rejected,
     ValidationException: _validation,
     HTTPException: _http,
+    UnicodeDecodeError: _undecodable,
     Exception: _unexpected,
 }
+
+
+# --- OpenAPI: document the error answers the handlers above really give -----------------------
+# Litestar documents a 400 as `application/json {status_code, detail, extra}`; every error here is
+# a problem document (`/api/...`) or OpenAI's error shape (`/v1/...`), whatever the status.
+_STRING = Schema(type=OpenAPIType.STRING)
+_NULLABLE_STRING = Schema(type=[OpenAPIType.STRING, OpenAPIType.NULL])
+PROBLEM_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["type", "title", "status", "detail", "instance", "request_id"],
+    properties={
+        "type": _STRING, "title": _STRING, "status": Schema(type=OpenAPIType.INTEGER), "detail": _STRING,
+        "instance": _STRING, "request_id": _STRING,
+        "errors": Schema(type=OpenAPIType.ARRAY, items=Schema(
+            type=OpenAPIType.OBJECT, required=["message"],
+            properties={"field": _NULLABLE_STRING, "message": _STRING},
+        )),
+    },
+    description="RFC 9457 problem details; `detail` says what to fix.",
+)
+OPENAI_ERROR_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["error"],
+    properties={"error": Schema(
+        type=OpenAPIType.OBJECT, required=["message", "type", "param", "code"],
+        properties={"message": _STRING, "type": _STRING, "param": _NULLABLE_STRING, "code": _NULLABLE_STRING},
+    )},
+    description="OpenAI's error shape.",
+)
+
+
+def document_error_responses(openapi: OpenAPI) -> OpenAPI:
+    """Replace Litestar's default 400 with the error shapes we answer, for every 4xx and 5xx."""
+    components = openapi.components
+    components.schemas = {**(components.schemas or {}), "ProblemDetails": PROBLEM_SCHEMA,
+                          "OpenAIError": OPENAI_ERROR_SCHEMA}
+    problem = OpenAPIMediaType(schema=Reference(ref="#/components/schemas/ProblemDetails"))
+    openai_error = OpenAPIMediaType(schema=Reference(ref="#/components/schemas/OpenAIError"))
+    for path, item in (openapi.paths or {}).items():
+        openai_surface = path.startswith("/v1/") or path == "/v1"
+        content = {MediaType.JSON.value: openai_error} if openai_surface else {PROBLEM_JSON: problem}
+        for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
+            operation = getattr(item, method, None)
+            if operation is None:
+                continue
+            responses = dict(operation.responses or {})
+            for code in [c for c in responses if c[:1] in {"4", "5"}]:
+                del responses[code]
+            responses["4XX"] = OpenAPIResponse(description="The request cannot be served as sent; "
+                                               "the body says what to fix.", content=content)
+            responses["5XX"] = OpenAPIResponse(description="The service or a provider failed; retry later.",
+                                               content=content)
+            operation.responses = responses
+    return openapi

@@ -6,7 +6,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, LargeBinary, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -270,3 +270,102 @@ class EvaluationResult(SQLModel, table=True):
     base_answer: str | None = None
     base_scores: dict[str, Any] = _json({})
     error: str | None = None
+
+
+# ---------------------------------------------------------------------------------- retrieval
+
+
+class RetrievalFolder(SQLModel, table=True):
+    """A tenant's folder of document collections (the seed API's `apiFolderId`)."""
+
+    __tablename__ = "retrieval_folders"
+
+    id: str = Field(default_factory=lambda: new_id("fld"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    created_at: datetime = _ts()
+
+
+class RetrievalCollection(SQLModel, table=True):
+    """A named set of documents in a folder, embedded with one model. `revision` grows with every
+    change to its chunks, so in-memory vector caches (one per replica) know when to reload."""
+
+    __tablename__ = "retrieval_collections"
+    __table_args__ = (UniqueConstraint("folder_id", "name", name="uq_retrieval_collections_folder_name"),)
+
+    id: str = Field(default_factory=lambda: new_id("col"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    folder_id: str = Field(foreign_key="retrieval_folders.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=200)
+    embedding_model: str = Field(max_length=300)
+    dimensions: int | None = None
+    revision: int = Field(default=0)
+    created_at: datetime = _ts()
+
+
+class RetrievalDocument(SQLModel, table=True):
+    """One indexed source: an uploaded file, a fetched URL, or a crawl of a web site."""
+
+    __tablename__ = "retrieval_documents"
+
+    id: str = Field(default_factory=lambda: new_id("doc"), primary_key=True)
+    tenant_id: str = Field(index=True, max_length=128)
+    folder_id: str = Field(foreign_key="retrieval_folders.id", index=True, ondelete="CASCADE")
+    collection_id: str = Field(foreign_key="retrieval_collections.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16)  # file, url, crawl
+    file_name: str = Field(max_length=500)
+    source_url: str | None = Field(default=None, max_length=2048)
+    content_type: str = Field(max_length=32)
+    bytes: int = Field(default=0)
+    status: str = Field(default="pending", max_length=16, index=True)
+    error: str | None = None
+    tokens: int | None = None
+    chunk_count: int = Field(default=0)
+    pages: list[dict[str, Any]] = _json([])
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class RetrievalChunk(SQLModel, table=True):
+    """A searchable piece of a document. `seq` keys the full-text index (SQLite FTS5 rowid);
+    `embedding` is the float32 vector as little-endian bytes, in the same row so deletes are atomic."""
+
+    __tablename__ = "retrieval_chunks"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(default_factory=lambda: new_id("el"), unique=True, max_length=40)
+    tenant_id: str = Field(max_length=128)
+    folder_id: str = Field(foreign_key="retrieval_folders.id", index=True, ondelete="CASCADE")
+    collection_id: str = Field(foreign_key="retrieval_collections.id", index=True, ondelete="CASCADE")
+    document_id: str = Field(foreign_key="retrieval_documents.id", index=True, ondelete="CASCADE")
+    ordinal: int
+    text: str
+    page_label: str | None = Field(default=None, max_length=64)
+    source_url: str | None = Field(default=None, max_length=2048)
+    start_offset: int
+    end_offset: int
+    embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+# ---------------------------------------------------------------------------------- RobinApi
+
+
+class RobinFineTuning(SQLModel, table=True):
+    """What the RobinApi client sent when it started a fine-tune (task, Trainer-style params,
+    input template, target column); the job itself is an ordinary `jobs` row with the same id."""
+
+    __tablename__ = "robin_fine_tunings"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True, ondelete="CASCADE")
+    tenant_id: str = Field(index=True, max_length=128)
+    model: str = Field(max_length=500)
+    task: str = Field(max_length=64)
+    sub_category: str | None = Field(default=None, max_length=200)
+    media_id: str = Field(max_length=40)
+    description: str | None = None
+    params: dict[str, Any] = _json({})
+    params_input: dict[str, Any] = _json({})
+    params_output: str = Field(max_length=200)
+    extension: str | None = Field(default=None, max_length=32)
+    applied: dict[str, Any] = _json({})
+    not_applied: list[str] = _json([])
+    created_at: datetime = _ts()

@@ -183,3 +183,54 @@ class FineTuneProvider(Protocol):
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def aclose(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------- media (optional)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    model: str  # the provider's model id
+    prompt: str
+    n: int = 1
+    width: int = 1024
+    height: int = 1024
+    size: str | None = None  # as the client sent it ("1024x1024"), for providers that take the string
+    quality: str | None = None
+    style: str | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    media_type: str = "image/png"
+    revised_prompt: str | None = None
+
+
+@runtime_checkable
+class ImageGenerator(Protocol):
+    """Optional: providers that draw images from a prompt."""
+
+    async def generate_image(self, request: ImageRequest) -> list[GeneratedImage]: ...
+
+
+@dataclass(frozen=True)
+class AudioRequest:
+    model: str  # the provider's model id
+    filename: str
+    data: bytes
+    media_type: str
+    prompt: str | None = None
+    language: str | None = None
+    response_format: str = "json"
+    temperature: float | None = None
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    """Optional: providers with speech models. Answers are OpenAI-shaped: a dict for json /
+    verbose_json, plain text for text / srt / vtt."""
+
+    async def transcribe(self, request: AudioRequest) -> dict[str, Any] | str: ...
+
+    async def translate(self, request: AudioRequest) -> dict[str, Any] | str: ...

@@ -9,7 +9,10 @@ lives in small JSON files under the data folder, so jobs survive a restart.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +26,8 @@ from finetune_service.errors import ProviderError
 from finetune_service.providers.base import (
     BaseModelInfo,
     CreateJobRequest,
+    GeneratedImage,
+    ImageRequest,
     JobStatus,
     ProviderCheckpoint,
     ProviderEvent,
@@ -48,6 +53,8 @@ MODELS = (
                   training_methods=("sft", "dpo")),
 )
 FINE_TUNED_PREFIX = "sandbox-ft:"
+IMAGE_MODEL = "sandbox-image"
+IMAGE_SIDE = (64, 2048)
 
 PARAMETERS = (
     ParamSpec("n_epochs", "integer", "Passes over the training data (the sandbox records it).", 1, 1, 20),
@@ -79,6 +86,54 @@ class _JobRecord:
 
 def _dt(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _tool_call(body: dict[str, Any], question: str) -> dict[str, Any] | None:
+    """The call the Sandbox makes when `tools` are offered: the function the user message names
+    (by name, or with spaces for underscores), or the one `tool_choice` forces. Arguments are
+    taken from `name=value` / `name: value` in the message, and from enum values it mentions."""
+    tools = [t.get("function") for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    functions = [f for f in tools if isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"]]
+    choice = body.get("tool_choice")
+    if not functions or choice == "none":
+        return None
+    lowered = question.lower()
+    chosen = None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        chosen = next((f for f in functions if f["name"] == choice["function"].get("name")), None)
+    if chosen is None:
+        for function in functions:
+            name = function["name"].lower()
+            if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", lowered) or (
+                    "_" in name and name.replace("_", " ") in lowered):
+                chosen = function
+                break
+    if chosen is None and choice == "required":
+        chosen = functions[0]
+    if chosen is None:
+        return None
+    properties = (chosen.get("parameters") or {}).get("properties") or {}
+    arguments: dict[str, Any] = {}
+    for param, schema in properties.items() if isinstance(properties, dict) else ():
+        match = re.search(rf"(?<!\w){re.escape(param)}\s*[=:]\s*(\"[^\"]*\"|'[^']*'|[^,;\s]+)", question,
+                          re.IGNORECASE)
+        if match:
+            value: Any = match.group(1).strip("\"'")
+            kind = schema.get("type") if isinstance(schema, dict) else None
+            if kind in ("integer", "number"):
+                try:
+                    value = int(value) if kind == "integer" else float(value)
+                except ValueError:
+                    continue
+            elif kind == "boolean":
+                value = value.lower() in ("true", "yes", "1")
+            arguments[param] = value
+        elif isinstance(schema, dict) and isinstance(schema.get("enum"), list):
+            mentioned = [v for v in schema["enum"] if isinstance(v, str) and v.lower() in lowered]
+            if mentioned:
+                arguments[param] = mentioned[0]
+    return {"id": f"call_{secrets.token_hex(8)}", "type": "function",
+            "function": {"name": chosen["name"], "arguments": json.dumps(arguments)}}
 
 
 def _last_user(messages: Sequence[dict[str, Any]]) -> str:
@@ -298,6 +353,11 @@ class SandboxProvider:
         return f"[sandbox] You said: {question}"
 
     def _completion(self, body: dict[str, Any], content: str) -> dict[str, Any]:
+        messages = body.get("messages") or []
+        answered = bool(messages) and messages[-1].get("role") == "tool"  # a tool result came back: answer it
+        call = None if answered else _tool_call(body, _last_user(messages))
+        if call is not None:
+            return self._tool_completion(body, call)
         prompt_tokens = sum(len(tokens(str(m.get("content", "")))) for m in body.get("messages") or [])
         completion_tokens = len(tokens(content))
         max_tokens = body.get("max_tokens")
@@ -314,6 +374,18 @@ class SandboxProvider:
                       "total_tokens": prompt_tokens + completion_tokens},
         }
 
+    def _tool_completion(self, body: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+        prompt_tokens = sum(len(tokens(str(m.get("content", "")))) for m in body.get("messages") or [])
+        completion_tokens = len(tokens(call["function"]["name"] + " " + call["function"]["arguments"]))
+        return {
+            "id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                         "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
     async def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._completion(body, await self._reply(body))
 
@@ -324,7 +396,14 @@ class SandboxProvider:
     async def _chunks(self, completion: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
                 "model": completion["model"]}
-        text = completion["choices"][0]["message"]["content"]
+        message = completion["choices"][0]["message"]
+        if message.get("tool_calls"):
+            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [
+                {"index": i, **call} for i, call in enumerate(message["tool_calls"])]}, "finish_reason": None}]}
+            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                   "usage": completion["usage"]}
+            return
+        text = message["content"]
         pieces = [p + " " for p in text.split(" ")]
         pieces[-1] = pieces[-1][:-1]
         yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -344,5 +423,60 @@ class SandboxProvider:
         return {"object": "list", "model": body.get("model"), "data": data,
                 "usage": {"prompt_tokens": used, "total_tokens": used}}
 
+    # -- images ------------------------------------------------------------------------
+    async def generate_image(self, request: ImageRequest) -> list[GeneratedImage]:
+        """Deterministic PNGs drawn from the prompt with Pillow, labelled as sandbox images."""
+        if request.model != IMAGE_MODEL:
+            raise ProviderError(f"Sandbox has no image model {request.model!r}; use {IMAGE_MODEL}",
+                                provider=self.name, status=404)
+        low, high = IMAGE_SIDE
+        if not (low <= request.width <= high and low <= request.height <= high):
+            raise ProviderError(f"Sandbox images are {low} to {high} pixels a side, got "
+                                f"{request.width}x{request.height}", provider=self.name, status=422)
+        return [await asyncio.to_thread(draw_sandbox_image, request.prompt, request.width, request.height, index)
+                for index in range(request.n)]
+
     async def aclose(self) -> None:
         return None
+
+
+def draw_sandbox_image(prompt: str, width: int, height: int, index: int = 0) -> GeneratedImage:
+    """Same prompt, size and index -> the same PNG bytes. Colours and shapes come from a hash of
+    the prompt; a banner and the PNG's text chunks say it is a sandbox image."""
+    from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+
+    seed = hashlib.sha256(f"{index}:{prompt}".encode()).digest()
+    image = Image.new("RGB", (width, height), (seed[0], seed[1], seed[2]))
+    draw = ImageDraw.Draw(image)
+    for i in range(6):
+        a, b, c, d = (seed[3 + 4 * i + k] for k in range(4))
+        box = (a * width // 256, b * height // 256, (a + c) * width // 256, (b + d) * height // 256)
+        colour = (seed[(i * 3) % 32], seed[(i * 3 + 1) % 32], seed[(i * 3 + 2) % 32])
+        (draw.ellipse if i % 2 else draw.rectangle)(
+            (min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])), fill=colour)
+    size = max(10, min(width, height) // 20)
+    font = ImageFont.load_default(size=size)
+    banner = size * 2
+    draw.rectangle((0, 0, width, banner), fill=(0, 0, 0))
+    draw.text((size // 2, size // 2), "SANDBOX IMAGE - not a real model", fill=(255, 255, 0), font=font)
+    words, lines, line = prompt.split(), [], ""
+    per_line = max(8, width // max(1, size * 6 // 10))
+    for word in words:
+        if line and len(line) + 1 + len(word) > per_line:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    if line:
+        lines.append(line)
+    y = banner + size // 2
+    for text in lines[: max(1, (height - banner) // (size + 4) - 1)]:
+        draw.text((size // 2, y), text, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+        y += size + 4
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "finetune-service sandbox")
+    info.add_text("Comment", "Sandbox image: drawn offline from the prompt, not by an image model.")
+    info.add_text("Description", prompt[:2000])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, optimize=False)
+    return GeneratedImage(data=buffer.getvalue(), media_type="image/png")

@@ -17,6 +17,7 @@ Notes on the choices made here:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email.utils
 import hashlib
@@ -39,8 +40,11 @@ from together import AsyncTogether, Together
 
 from finetune_service.errors import DomainError, ProviderError
 from finetune_service.providers.base import (
+    AudioRequest,
     BaseModelInfo,
     CreateJobRequest,
+    GeneratedImage,
+    ImageRequest,
     JobStatus,
     ProviderCheckpoint,
     ProviderEvent,
@@ -523,3 +527,38 @@ class TogetherProvider:
         extra = {k: v for k, v in body.items() if k not in ("model", "input")}
         with self._errors():
             return _wire(await self._client().embeddings.create(model=model, input=inputs, extra_body=extra or None))
+
+    # ------------------------------------------------------------------ images and audio
+
+    async def generate_image(self, request: ImageRequest) -> list[GeneratedImage]:
+        """`images.generate` as base64 PNGs, so the service stores the images itself."""
+        with self._errors():
+            response = _wire(await self._client().images.generate(
+                model=request.model, prompt=request.prompt, n=request.n, width=request.width,
+                height=request.height, response_format="base64", output_format="png",
+            ))
+        images = []
+        for item in response.get("data") or []:
+            encoded = item.get("b64_json") if isinstance(item, dict) else None
+            if not encoded:
+                raise ProviderError("Together AI answered without image data", provider=self.name, status=502)
+            images.append(GeneratedImage(data=base64.b64decode(encoded), media_type="image/png"))
+        return images
+
+    async def _audio(self, resource: Any, request: AudioRequest) -> dict[str, Any] | str:
+        if request.response_format not in ("json", "verbose_json"):
+            raise ProviderError(f"Together AI answers audio as json or verbose_json, not "
+                                f"{request.response_format!r}", provider=self.name, status=422)
+        kwargs: dict[str, Any] = {"model": request.model, "response_format": request.response_format,
+                                  "file": (request.filename, request.data, request.media_type)}
+        for name in ("prompt", "language", "temperature"):
+            if getattr(request, name) is not None:
+                kwargs[name] = getattr(request, name)
+        with self._errors():
+            return _wire(await resource.create(**kwargs))
+
+    async def transcribe(self, request: AudioRequest) -> dict[str, Any] | str:
+        return await self._audio(self._client().audio.transcriptions, request)
+
+    async def translate(self, request: AudioRequest) -> dict[str, Any] | str:
+        return await self._audio(self._client().audio.translations, request)

@@ -26,6 +26,8 @@ class FormatRequest(msgspec.Struct, forbid_unknown_fields=True):
     use_system_column: bool = True
     thinking_instructions: str | None = None
     column_mapping: dict[str, str] | None = None
+    # Build each user turn from the row, e.g. "{question} ({product})", instead of a user column.
+    user_message_template: str | None = None
     id_column: str | None = None
     stratify_column: str | None = None
     filter_column: str | None = None

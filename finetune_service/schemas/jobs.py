@@ -25,6 +25,8 @@ class CreateJobBody(msgspec.Struct, forbid_unknown_fields=True):
     format_type: str | None = None
     data_strategy: str = "final_only"
     column_mapping: dict[str, str] | None = None
+    # Build each user turn from the row with this template ("{question}") instead of a user column.
+    user_message_template: str | None = None
     project_id: str | None = None
     task_id: str | None = None
 

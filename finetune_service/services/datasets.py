@@ -99,6 +99,7 @@ def conversion_options(request: FormatRequest) -> ConversionOptions:
         use_system_column=request.use_system_column,
         thinking_instructions=request.thinking_instructions,
         mapping=dict(request.column_mapping or {}),
+        user_message_template=request.user_message_template,
     )
 
 

@@ -67,7 +67,7 @@ SIMILARITY_MAX_CHARS = 4000
 _WORD = re.compile(r"\w+", re.UNICODE)
 # The format settings that carry over when evaluating on another uploaded dataset.
 _FORMAT_FIELDS = ("format_type", "data_strategy", "system_message", "system_message_template",
-                  "use_system_column", "thinking_instructions")
+                  "use_system_column", "thinking_instructions", "user_message_template")
 _encoder = msgspec.json.Encoder()
 
 

@@ -109,7 +109,7 @@ class JobsService:
             dataset_path=body.dataset_path, split_name=body.split_name, split_preset=body.split_preset,
             format_type=body.format_type or "openai_chat_jsonl", data_strategy=body.data_strategy,
             system_message=body.system_message, thinking_instructions=body.thinking_instructions,
-            column_mapping=body.column_mapping,
+            column_mapping=body.column_mapping, user_message_template=body.user_message_template,
         )
         training = await self.datasets.format(principal, fmt)
         if training.rows_written == 0:

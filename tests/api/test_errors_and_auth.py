@@ -7,7 +7,7 @@ from litestar.testing import AsyncTestClient
 
 from finetune_service.app import create_app
 from finetune_service.settings import Settings
-from tests.conftest import AUTH_A
+from tests.conftest import AUTH_A, AUTH_B
 
 
 async def test_missing_key_is_401_problem(client: AsyncTestClient[Litestar]) -> None:
@@ -149,3 +149,20 @@ async def test_requests_get_503_while_the_database_is_down_and_recover(tmp_path:
         services.database = services.datasets.database = healthy
         assert (await client.get("/api/finetune/datasets", headers=headers)).status_code == 200
         assert (await client.get("/ready")).status_code == 200
+
+
+async def test_each_tenant_is_rate_limited_on_its_own(settings: Settings) -> None:
+    from dataclasses import replace
+
+    limited = replace(settings, rate_limit_per_second=0.5, rate_limit_burst=2)
+    async with AsyncTestClient(create_app(limited)) as client:
+        codes = [(await client.get("/api/finetune/providers", headers=AUTH_A)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        throttled = await client.get("/api/finetune/providers", headers=AUTH_A)
+        assert throttled.status_code == 429
+        assert int(throttled.headers["retry-after"]) >= 1
+        assert "FINETUNE_RATE_LIMIT" in throttled.json()["detail"]
+        assert (await client.get("/api/finetune/providers", headers=AUTH_B)).status_code == 200
+        assert (await client.get("/health")).status_code == 200
+        openai_shape = await client.get("/v1/models", headers=AUTH_A)
+        assert openai_shape.status_code == 429 and openai_shape.json()["error"]["type"] == "rate_limit_error"

@@ -12,6 +12,7 @@ training file; job status is a pure function of time (`timeline_at`), so tests o
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from tests.emulators.chat import (
     random_id,
     validate_chat_body,
 )
+from tests.emulators.media import AUDIO_EXTENSIONS, emulated_png, spoken_text, transcript_body
 
 FINE_TUNABLE_MODELS = (
     "gpt-4.1-2025-04-14",
@@ -57,6 +59,16 @@ FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "eva
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 MIN_EXAMPLES = 10
 ORDER = ("validating", "queued", "running", "succeeded")
+# Image models and their sizes (openai-openapi.yaml CreateImageRequest).
+IMAGE_SIZES = {
+    "dall-e-2": ("256x256", "512x512", "1024x1024"),
+    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+    "gpt-image-1": ("auto", "1024x1024", "1536x1024", "1024x1536"),
+    "gpt-image-1-mini": ("auto", "1024x1024", "1536x1024", "1024x1536"),
+    "gpt-image-1.5": ("auto", "1024x1024", "1536x1024", "1024x1536"),
+}
+TRANSCRIBE_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+AUDIO_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 
 
 def _error_body(path: str, error: EmulatorError) -> dict[str, Any]:
@@ -217,6 +229,7 @@ class OpenAIEmulator:
         self.lock = self.router.lock
         self.files: dict[str, StoredFile] = {}
         self.jobs: dict[str, EmulatedJob] = {}
+        self.images: dict[str, bytes] = {}
         self._routes()
         self.app = self.router.build_app()
 
@@ -280,6 +293,10 @@ class OpenAIEmulator:
         add("POST", r"/v1/embeddings", self._embeddings)
         add("GET", r"/v1/models", self._list_models)
         add("GET", r"/v1/models/(?P<model>[^/]+)", self._get_model)
+        add("POST", r"/v1/images/generations", self._generate_images)
+        add("GET", r"/v1/emulator-images/(?P<image_id>[^/]+)\.png", self._image_file)
+        add("POST", r"/v1/audio/transcriptions", self._transcribe)
+        add("POST", r"/v1/audio/translations", self._translate)
 
     # ------------------------------------------------------------------ files
 
@@ -732,6 +749,99 @@ class OpenAIEmulator:
                 if item["id"] == model:
                     return json_response(item)
         raise self._model_not_found(model)
+
+
+    # ------------------------------------------------------------------ images and audio
+
+    async def _generate_images(self, request: EmulatorRequest) -> Response[Any]:
+        body = await request.json_object()
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise EmulatorError(400, "Missing required parameter: 'prompt'.", param="prompt")
+        model = body.get("model") or "dall-e-2"
+        if model not in IMAGE_SIZES:
+            raise EmulatorError(400, f"Invalid value for 'model': {model!r}.", param="model",
+                                code="invalid_value")
+        gpt_image = model.startswith("gpt-image")
+        n = body.get("n") or 1
+        if not isinstance(n, int) or not 1 <= n <= 10 or (model == "dall-e-3" and n != 1):
+            raise EmulatorError(400, f"Invalid 'n' for {model}: {n!r}.", param="n")
+        size = body.get("size") or ("auto" if gpt_image else "1024x1024")
+        if size not in IMAGE_SIZES[model]:
+            raise EmulatorError(400, f"Invalid value: '{size}'. Supported values are: "
+                                + ", ".join(f"'{v}'" for v in IMAGE_SIZES[model]) + ".", param="size",
+                                code="invalid_value")
+        response_format = body.get("response_format")
+        if response_format is not None and (gpt_image or response_format not in ("url", "b64_json")):
+            raise EmulatorError(400, f"Unknown parameter or value: 'response_format' = {response_format!r}.",
+                                param="response_format")
+        width, height = (1024, 1024) if size == "auto" else (int(v) for v in size.split("x"))
+        data: list[dict[str, Any]] = []
+        for index in range(n):
+            png = emulated_png(f"{model}: {prompt}", width // 4, height // 4, index)
+            if gpt_image or response_format == "b64_json":
+                item: dict[str, Any] = {"b64_json": base64.b64encode(png).decode()}
+            else:
+                image_id = random_id("img-", 16)
+                with self.lock:
+                    self.images[image_id] = png
+                host = request.raw.headers.get("host", "127.0.0.1")
+                item = {"url": f"http://{host}/v1/emulator-images/{image_id}.png"}
+            if model == "dall-e-3":
+                item["revised_prompt"] = f"An emulated picture of {prompt}"
+            data.append(item)
+        out: dict[str, Any] = {"created": int(time.time()), "data": data}
+        if gpt_image:
+            tokens = count_tokens(prompt)
+            out.update(output_format="png", size=f"{width}x{height}", quality="medium", background="opaque",
+                       usage={"total_tokens": tokens + 272 * n, "input_tokens": tokens, "output_tokens": 272 * n,
+                              "input_tokens_details": {"text_tokens": tokens, "image_tokens": 0}})
+        return json_response(out)
+
+    async def _image_file(self, request: EmulatorRequest) -> Response[Any]:
+        with self.lock:
+            png = self.images.get(request.params["image_id"])
+        if png is None:
+            raise EmulatorError(404, "No such image.")
+        return Response(content=png, media_type="image/png")
+
+    async def _audio(self, request: EmulatorRequest, task: str) -> Response[Any]:
+        fields, files = await request.form()
+        if "file" not in files:
+            raise EmulatorError(400, "Missing required parameter: 'file'.", param="file")
+        model = fields.get("model")
+        if not model:
+            raise EmulatorError(400, "Missing required parameter: 'model'.", param="model")
+        allowed = TRANSCRIBE_MODELS if task == "transcribe" else ("whisper-1",)
+        if model not in allowed:
+            raise EmulatorError(400, f"Invalid model {model!r} for this endpoint; use one of {list(allowed)}.",
+                                param="model", code="invalid_value")
+        filename, content = files["file"]
+        extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        if extension not in AUDIO_EXTENSIONS:
+            raise EmulatorError(400, f"Invalid file format. Supported formats: {list(AUDIO_EXTENSIONS)}",
+                                param="file", code="invalid_value")
+        response_format = fields.get("response_format") or "json"
+        if response_format not in AUDIO_FORMATS or (model != "whisper-1" and response_format != "json"):
+            raise EmulatorError(400, f"response_format {response_format!r} is not compatible with {model}.",
+                                param="response_format", code="unsupported_value")
+        if task == "translate" and "language" in fields:
+            raise EmulatorError(400, "Unrecognized request argument supplied: language", param="language")
+        text, seconds = spoken_text(content)
+        if task == "translate":
+            text = f"(translated to English) {text}"
+        body = transcript_body(text, seconds, response_format, task="translate" if task == "translate" else
+                               "transcribe", language="english" if task == "translate" else
+                               fields.get("language") or "english")
+        if isinstance(body, str):
+            return Response(content=body.encode(), media_type="text/plain")
+        return json_response(body)
+
+    async def _transcribe(self, request: EmulatorRequest) -> Response[Any]:
+        return await self._audio(request, "transcribe")
+
+    async def _translate(self, request: EmulatorRequest) -> Response[Any]:
+        return await self._audio(request, "translate")
 
 
 def create_openai_emulator(*, api_key: str = "test-openai-key", step_seconds: float = 0.2) -> OpenAIEmulator:

@@ -20,6 +20,7 @@ Every request first consults `faults` (a `FaultPlan`) and is recorded in `reques
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import math
@@ -44,6 +45,7 @@ from finetune_service.providers.sandbox_engine import (
     tokens,
 )
 from tests.emulators.faults import FaultPlan
+from tests.emulators.media import emulated_png, parse_multipart, spoken_text, transcript_body
 
 DEFAULT_API_KEY = "test-together-key"
 NAMESPACE = "emulator-user"
@@ -357,6 +359,13 @@ class _Event:
 Handler = Callable[..., Awaitable[Response]]
 
 
+# Images and audio (together-openapi.yaml /images/generations, /audio/transcriptions|translations)
+IMAGE_MODELS = ("black-forest-labs/FLUX.1-schnell-Free", "black-forest-labs/FLUX.1-schnell",
+                "black-forest-labs/FLUX.1.1-pro")
+SPEECH_MODEL = "openai/whisper-large-v3"
+AUDIO_SUFFIXES = ("wav", "mp3", "m4a", "webm", "flac", "ogg", "opus", "aac")
+
+
 class TogetherEmulator:
     """The emulator; `.app` is the ASGI application (the instance itself)."""
 
@@ -391,6 +400,9 @@ class TogetherEmulator:
             ("DELETE", route(r"/v1/fine-tunes/(?P<job_id>[^/]+)"), self.jobs_delete),
             ("POST", route(r"/v1/chat/completions"), self.chat_completions),
             ("POST", route(r"/v1/embeddings"), self.embeddings),
+            ("POST", route(r"/v1/images/generations"), self.images_generate),
+            ("POST", route(r"/v1/audio/transcriptions"), self.audio_transcriptions),
+            ("POST", route(r"/v1/audio/translations"), self.audio_translations),
         ]
 
     @property
@@ -494,6 +506,65 @@ class TogetherEmulator:
 
     def _authorized(self, request: Request) -> bool:
         return request.headers.get("authorization", "") == f"Bearer {self.api_key}"
+
+    # ---------------------------------------------------------------- images and audio
+
+    async def images_generate(self, request: Request) -> Response:
+        body = request.json()
+        prompt, model = body.get("prompt"), body.get("model")
+        if not isinstance(prompt, str) or not prompt.strip():
+            return error_response(400, "prompt is required", param="prompt")
+        if model not in IMAGE_MODELS:
+            return error_response(404, f"Unable to access model {model}. Please visit https://api.together.ai/models "
+                                  "to view the list of supported models.", code="model_not_available")
+        n, width, height = body.get("n", 1), body.get("width", 1024), body.get("height", 1024)
+        if not isinstance(n, int) or not 1 <= n <= 4:
+            return error_response(400, "n must be between 1 and 4", param="n")
+        if not all(isinstance(v, int) and 64 <= v <= 1792 for v in (width, height)):
+            return error_response(400, "width and height must be between 64 and 1792", param="width")
+        response_format = body.get("response_format", "url")
+        if response_format not in ("base64", "url"):
+            return error_response(400, f"Invalid response_format {response_format!r}", param="response_format")
+        data: list[dict[str, Any]] = []
+        for index in range(n):
+            png = emulated_png(f"{model}: {prompt}", width // 4, height // 4, index)
+            if response_format == "base64":
+                data.append({"index": index, "type": "b64_json", "b64_json": base64.b64encode(png).decode()})
+            else:
+                data.append({"index": index, "type": "url",
+                             "url": f"https://api.together.ai/emulated/{uuid.uuid4().hex}.png"})
+        return json_response({"id": f"img-{uuid.uuid4().hex[:16]}", "model": model, "object": "list", "data": data})
+
+    async def _audio(self, request: Request, task: str) -> Response:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            return error_response(400, "Expected multipart/form-data")
+        fields, files = parse_multipart(ctype, request.body)
+        if "file" not in files:
+            return error_response(400, "file is required", param="file")
+        model = fields.get("model", SPEECH_MODEL)
+        if model != SPEECH_MODEL:
+            return error_response(400, f"Invalid model {model!r}; use {SPEECH_MODEL}", param="model")
+        filename, content = files["file"]
+        if filename.rsplit(".", 1)[-1].lower() not in AUDIO_SUFFIXES:
+            return error_response(400, "Unsupported audio format; use .wav, .mp3, .m4a, .webm or .flac", param="file")
+        response_format = fields.get("response_format", "json")
+        if response_format not in ("json", "verbose_json"):
+            return error_response(400, f"Invalid response_format {response_format!r}", param="response_format")
+        text, seconds = spoken_text(content)
+        language = fields.get("language") or "en"
+        if task == "translate":
+            text = f"(translated to {language}) {text}"
+        result = transcript_body(text, seconds, response_format, task=task, language=language)
+        assert isinstance(result, dict)
+        result.pop("usage", None)
+        return json_response(result)
+
+    async def audio_transcriptions(self, request: Request) -> Response:
+        return await self._audio(request, "transcribe")
+
+    async def audio_translations(self, request: Request) -> Response:
+        return await self._audio(request, "translate")
 
     # ---------------------------------------------------------------- files
 
@@ -970,3 +1041,4 @@ class TogetherEmulator:
 
 def create_together_emulator(*, api_key: str = DEFAULT_API_KEY, step_seconds: float = 0.2) -> TogetherEmulator:
     return TogetherEmulator(api_key=api_key, step_seconds=step_seconds)
+
