@@ -42,6 +42,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from finetune_service.auth import Principal
+from finetune_service.background import BackgroundTasks
 from finetune_service.db.engine import Database
 from finetune_service.db.tables import Evaluation, EvaluationResult, Job, utcnow
 from finetune_service.errors import Conflict, DomainError, NotFound, ValidationFailed
@@ -201,7 +202,7 @@ class EvaluationsService:
     completions: CompletionsService
     flush_rows: int = 25
     flush_seconds: float = 0.5
-    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks("evaluation"))
 
     # -- try a model ---------------------------------------------------------------------
     async def _literal_system_message(self, principal: Principal, job: Job) -> str | None:
@@ -300,9 +301,7 @@ class EvaluationsService:
         async with self.database.session() as session:
             session.add(evaluation)
         run = _Run(evaluation.id, principal.tenant_id)
-        task = asyncio.get_running_loop().create_task(self._run(run, route, base, path, total, body))
-        self._tasks[evaluation.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(evaluation.id, None))
+        self._tasks.spawn(evaluation.id, self._run(run, route, base, path, total, body))
         return evaluation
 
     async def _update(self, evaluation_id: str, **values: Any) -> None:
@@ -456,12 +455,7 @@ class EvaluationsService:
             last = rows[-1].row_index
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await self._tasks.close()
 
 
 def evaluation_view(row: Evaluation) -> EvaluationView:

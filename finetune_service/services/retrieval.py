@@ -34,6 +34,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import col
 
 from finetune_service.auth import Principal
+from finetune_service.background import BackgroundTasks
 from finetune_service.db.engine import Database
 from finetune_service.db.tables import (
     RetrievalChunk,
@@ -165,7 +166,7 @@ class RetrievalService:
     policy: FetchPolicy = field(default_factory=FetchPolicy)
     max_file_bytes: int = MAX_FILE_BYTES
     cache: VectorCache = field(default_factory=VectorCache)
-    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks("retrieval-index"))
     _term_cache: dict[tuple[tuple[str, ...], str], bool] = field(default_factory=dict)
     _fetcher: Fetcher | None = None
 
@@ -268,11 +269,6 @@ class RetrievalService:
             session.add(document)
         return folder, collection, document
 
-    def _spawn(self, document_id: str, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=f"retrieval-index-{document_id}")
-        self._tasks[document_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(document_id, None))
-
     async def add_file(
         self, principal: Principal, file_name: str, data: bytes, media_type: str | None = None, *,
         folder_id: str | None = None, collection_name: str | None = None, embedding_model: str | None = None,
@@ -286,7 +282,7 @@ class RetrievalService:
             principal, folder_id, collection_name, embedding_model, kind="file", file_name=file_name,
             source_url=None, content_type=extracted.format, size=len(data),
         )
-        self._spawn(document.id, self._index(document.id, extracted.pages))
+        self._tasks.spawn(document.id, self._index(document.id, extracted.pages))
         return self._result(folder, collection, document)
 
     async def fetch_url(self, url: str) -> FetchResult:
@@ -320,7 +316,7 @@ class RetrievalService:
             principal, folder_id, collection_name, embedding_model, kind="url", file_name=name,
             source_url=fetched.url, content_type=extracted.format, size=len(fetched.body),
         )
-        self._spawn(document.id, self._index(document.id, extracted.pages))
+        self._tasks.spawn(document.id, self._index(document.id, extracted.pages))
         return self._result(folder, collection, document)
 
     async def add_web_pages(
@@ -342,7 +338,7 @@ class RetrievalService:
             source_url=fetched.url, content_type=extracted.format, size=len(fetched.body),
             pages=[{"url": fetched.url, "level": 1, "status": "fetched"}],
         )
-        self._spawn(document.id, self._crawl(document.id, fetched.url, extracted, deep_level, max_links))
+        self._tasks.spawn(document.id, self._crawl(document.id, fetched.url, extracted, deep_level, max_links))
         return self._result(folder, collection, document)
 
     async def _crawl(self, document_id: str, start: str, first: Extracted, deep_level: int, max_links: int) -> None:
@@ -452,16 +448,10 @@ class RetrievalService:
 
     async def wait_indexed(self) -> None:
         """Wait until every background indexing task has finished (tests, benchmarks)."""
-        while self._tasks:
-            await asyncio.wait(list(self._tasks.values()))
+        await self._tasks.wait_all()
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await self._tasks.close()
         if self._fetcher is not None:
             await self._fetcher.aclose()
 
@@ -533,9 +523,7 @@ class RetrievalService:
             await session.execute(delete(RetrievalCollection).where(col(RetrievalCollection.id) == collection.id))
         self.cache.drop(collection.id)
         for document_id in documents:
-            task = self._tasks.get(document_id)
-            if task is not None:
-                task.cancel()
+            self._tasks.cancel(document_id)
         return deleted
 
     async def delete_element(self, principal: Principal, folder_id: str, collection_name: str,
