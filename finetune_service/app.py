@@ -34,7 +34,7 @@ from finetune_service.rate_limit import rate_limit_middleware
 from finetune_service.request_id import request_id_middleware
 from finetune_service.settings import Settings
 
-QUIET_LOGGERS = ("httpx", "httpx2", "openai", "together", "alembic.runtime.migration")
+QUIET_LOGGERS = ("httpx", "httpx2", "openai", "together", "alembic.runtime.migration", "apscheduler")
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/media/images/"]  # signed links carry their own check
 
 
