@@ -89,7 +89,7 @@ from finetune_service.retrieval.search import (
     top_by_cosine,
     websearch_query,
 )
-from finetune_service.schemas.completions import ChatCompletionRequest, EmbeddingsRequest
+from finetune_service.schemas.completions import ChatCompletionRequest, EmbeddingsRequest, StreamOptions
 from finetune_service.schemas.retrieval import (
     AnswerRequest,
     ChunkMetadata,
@@ -696,8 +696,10 @@ class RetrievalService:
 
     def _chat_request(self, request: AnswerRequest, messages: list[dict[str, Any]], stream: bool
                       ) -> ChatCompletionRequest:
+        # A streamed answer asks for usage too, so clients see the tokens the answer cost.
         return ChatCompletionRequest(model=request.model, messages=messages, max_tokens=request.max_new_tokens,
-                                     temperature=request.temperature, stream=stream or None)
+                                     temperature=request.temperature, stream=stream or None,
+                                     stream_options=StreamOptions(include_usage=True) if stream else None)
 
     @staticmethod
     def _no_context(model: str) -> dict[str, Any]:

@@ -201,6 +201,7 @@ def test_folders_grounded_answers_and_deletes(base: str, tmp_path: Path) -> None
     text = "".join(e.choices[0].delta.content or "" for e in streamed
                    if isinstance(e, ChatCompletionChunk) and e.choices[0].delta)
     assert "Lutz" in text and isinstance(streamed[-1], MetricsChunk)
+    assert streamed[-1].details.tokens_input > 0 and streamed[-1].details.tokens_generated > 0
     nothing = client.files.get_response_similar_sentences(
         conversation=[{"role": "user", "content": "quantum chromodynamics gluon plasma"}], api_folder_id=folder_id,
         model="ROBIN_4", only_with_context=True, similarity_threshold=0.99, max_new_tokens=50)
