@@ -2,6 +2,11 @@
 
 Usage:  python benchmarks/bench_convert.py --rows 1000000,5000000 [--baseline-rows 50000]
 Quick:  python benchmarks/bench_convert.py --rows 100000 --baseline-rows 10000
+A/B:    python benchmarks/bench_convert.py --cases csv,parquet --repeat 5 --no-reference --baseline-rows 0
+
+--repeat runs the chosen cases in turn that many times and reports the median time (and the
+largest peak RSS): other processes sharing the CPU make single runs unreliable. Generated data is
+reused when it exists.
 
 Every case runs in its own child process; wall time is measured inside the child and peak RSS
 comes from os.wait4's rusage of that child alone. Data and outputs go to benchmarks/out/
@@ -21,6 +26,7 @@ import filecmp
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -187,7 +193,23 @@ def report(name: str, result: dict[str, float], input_bytes: float) -> None:
     )
 
 
-def bench(rows: int, baseline_rows: int, check_reference: bool) -> None:
+def run_repeated(cases: list[tuple[str, Path, Path]], repeat: int) -> list[dict[str, float]]:
+    """Each case ``repeat`` times, interleaved; the median time and the largest peak RSS of each."""
+    runs: list[list[dict[str, float]]] = [[] for _ in cases]
+    for _ in range(repeat):
+        for runs_of_case, (case, source, output) in zip(runs, cases, strict=True):
+            runs_of_case.append(run_case(case, source, output))
+    return [
+        {
+            "rows": r[0]["rows"],
+            "seconds": statistics.median(run["seconds"] for run in r),
+            "rss_mb": max(run["rss_mb"] for run in r),
+        }
+        for r in runs
+    ]
+
+
+def bench(rows: int, baseline_rows: int, check_reference: bool, cases: list[str], repeat: int) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     source = OUT / f"bench_{rows}.csv"
     parquet = OUT / f"bench_{rows}.parquet"
@@ -211,40 +233,43 @@ def bench(rows: int, baseline_rows: int, check_reference: bool) -> None:
     size = source.stat().st_size
     print(
         f"\n{rows:,} rows, CSV {size / 1e6:,.0f} MB ({size / rows:,.0f} B/row), Parquet "
-        f"{parquet.stat().st_size / 1e6:,.0f} MB"
+        f"{parquet.stat().st_size / 1e6:,.0f} MB" + (f"; median of {repeat} runs" if repeat > 1 else "")
     )
     ours_csv = OUT / f"ours_csv_{rows}.jsonl"
     ours_parquet = OUT / f"ours_parquet_{rows}.jsonl"
-    floor = run_case("floor", source, OUT / "unused")
-    report("floor: pyarrow CSV streaming read", floor, size)
-    csv_run = run_case("csv", source, ours_csv)
-    report("dataset_formats CSV -> JSONL", csv_run, size)
-    parquet_run = run_case("parquet", parquet, ours_parquet)
-    report("dataset_formats Parquet -> JSONL", parquet_run, parquet.stat().st_size)
-    print(
-        f"  output {ours_csv.stat().st_size / 1e6:,.0f} MB; CSV convert / floor time: "
-        f"{csv_run['seconds'] / floor['seconds']:.2f}x"
-    )
-    assert filecmp.cmp(ours_csv, ours_parquet, shallow=False), "CSV and Parquet outputs differ"
-    if check_reference:
+    plan = {
+        "floor": ("floor", source, OUT / "unused", "floor: pyarrow CSV streaming read", size),
+        "csv": ("csv", source, ours_csv, "dataset_formats CSV -> JSONL", size),
+        "parquet": ("parquet", parquet, ours_parquet, "dataset_formats Parquet -> JSONL", parquet.stat().st_size),
+    }
+    chosen = [plan[case] for case in cases]
+    results = dict(zip(cases, run_repeated([(c, src, out) for c, src, out, _, _ in chosen], repeat), strict=True))
+    for case, (_, _, _, label, input_bytes) in zip(cases, chosen, strict=True):
+        report(label, results[case], input_bytes)
+    if "csv" in results:
+        output_mb = ours_csv.stat().st_size / 1e6
+        ratio = f"; CSV convert / floor time: {results['csv']['seconds'] / results['floor']['seconds']:.2f}x"
+        print(f"  output {output_mb:,.0f} MB" + (ratio if "floor" in results else ""))
+    if "csv" in results and "parquet" in results:
+        assert filecmp.cmp(ours_csv, ours_parquet, shallow=False), "CSV and Parquet outputs differ"
+    ours = ours_csv if "csv" in results else ours_parquet if "parquet" in results else None
+    if check_reference and ours is not None:
         reference_out = OUT / f"reference_{rows}.jsonl"
         reference = run_case("reference", source, reference_out)
         report("reference: stdlib csv + msgspec", reference, size)
-        identical = filecmp.cmp(ours_csv, reference_out, shallow=False)
-        print(
-            f"  byte-identical to reference: {identical}; speed-up vs reference "
-            f"{reference['seconds'] / csv_run['seconds']:.1f}x"
-        )
+        identical = filecmp.cmp(ours, reference_out, shallow=False)
+        speed_up = reference["seconds"] / results["csv" if "csv" in results else "parquet"]["seconds"]
+        print(f"  byte-identical to reference: {identical}; speed-up vs reference {speed_up:.1f}x")
         assert identical, "output differs from the reference implementation"
         reference_out.unlink()
-    if baseline_rows:
+    if baseline_rows and "csv" in results:
         baseline = run_case("baseline", source, OUT / "baseline.jsonl", min(baseline_rows, rows))
         baseline["total_rows"] = rows
         report("baseline: pandas iterrows+json", baseline, size)
-        ours_rate = csv_run["rows"] / csv_run["seconds"]
+        ours_rate = results["csv"]["rows"] / results["csv"]["seconds"]
         print(f"  CSV convert vs baseline: {ours_rate / (baseline['rows'] / baseline['seconds']):.1f}x faster")
-    ours_csv.unlink()
-    ours_parquet.unlink()
+    ours_csv.unlink(missing_ok=True)
+    ours_parquet.unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -252,6 +277,8 @@ def main() -> None:
     parser.add_argument("--rows", default="1000000", help="comma-separated row counts, e.g. 1000000,5000000")
     parser.add_argument("--baseline-rows", type=int, default=50000, help="subset size for pandas (0: skip)")
     parser.add_argument("--no-reference", action="store_true", help="skip the byte-identical reference check")
+    parser.add_argument("--cases", default="floor,csv,parquet", help="comma-separated subset of floor,csv,parquet")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case, interleaved; medians are reported")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -261,8 +288,11 @@ def main() -> None:
         child(args.case, args.source, args.output, args.limit)
         return
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    cases = args.cases.split(",")
+    if unknown := set(cases) - {"floor", "csv", "parquet"}:
+        parser.error(f"unknown cases: {sorted(unknown)}")
     for rows in (int(r) for r in args.rows.split(",")):
-        bench(rows, args.baseline_rows, not args.no_reference)
+        bench(rows, args.baseline_rows, not args.no_reference, cases, max(args.repeat, 1))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataset_formats.errors import MalformedFile
+from dataset_formats.limits import check_columns
 
 
 def as_string_array(array: pa.Array) -> pa.Array:
@@ -49,6 +50,7 @@ def iter_parquet_batches(
     """``columns`` limits reading to those columns (Parquet is columnar, so the others cost nothing)."""
     try:
         parquet = pq.ParquetFile(path)
+        check_columns(parquet.schema_arrow.names, "Parquet")
         names = [name for name in parquet.schema_arrow.names if columns is None or name in columns]
         if parquet.metadata.num_rows == 0:  # still tell callers the columns
             yield pa.RecordBatch.from_arrays([pa.array([], pa.string()) for _ in names], names=names)
