@@ -24,13 +24,14 @@ from finetune_service.api.openai_chat import OpenAIController, SavedResponsesCon
 from finetune_service.api.openai_files import OpenAIFilesController
 from finetune_service.api.openai_fine_tuning import OpenAIFineTuningController
 from finetune_service.api.openai_media import MediaLinksController, OpenAIMediaController
-from finetune_service.api.problems import EXCEPTION_HANDLERS
+from finetune_service.api.problems import EXCEPTION_HANDLERS, document_error_responses
 from finetune_service.api.projects import ProjectsController
 from finetune_service.api.retrieval import RetrievalController
 from finetune_service.api.robin import RobinController
 from finetune_service.auth import ApiKeyMiddleware
 from finetune_service.container import Services
 from finetune_service.rate_limit import rate_limit_middleware
+from finetune_service.request_guard import request_guard_middleware
 from finetune_service.request_id import request_id_middleware
 from finetune_service.settings import Settings
 
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await services.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, ready, CatalogController, DatasetsController, JobsController, ProjectsController,
                         OpenAIController, SavedResponsesController, EvaluationsController,
                         OpenAIFilesController, OpenAIFineTuningController, RetrievalController,
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             request_id_middleware,
+            request_guard_middleware,
             DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
             rate_limit_middleware,
         ],
@@ -84,3 +86,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    # Litestar documents every 400 as its own JSON shape; document the shapes we really answer.
+    document_error_responses(app.openapi_schema)
+    return app

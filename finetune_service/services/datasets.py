@@ -29,6 +29,7 @@ from finetune_service.db.engine import Database
 from finetune_service.db.tables import Dataset, DatasetOutput, new_id
 from finetune_service.errors import NotFound, UnsupportedMediaType, ValidationFailed
 from finetune_service.schemas.datasets import DatasetView, FormatRequest, OutputView
+from finetune_service.services.ownership import require_project_task
 from finetune_service.storage import DatasetStore
 
 DEFAULT_SPLIT_PRESET = "train_test_val_80"
@@ -117,6 +118,7 @@ class DatasetsService:
         name = clean_filename(filename)
         with dataset_errors():
             file_type = detect_file_type(name)
+        await require_project_task(self.database, principal, project_id, task_id)
         dataset_id = new_id("ds")
         with self.store.staged(suffix=f".{file_type}") as staged:
             upload = await self.store.receive(chunks, staged, self.max_upload_bytes)

@@ -22,6 +22,7 @@ from finetune_service.schemas.jobs import CheckpointView, CreateJobBody, JobEven
 from finetune_service.services.catalog import Catalog
 from finetune_service.services.datasets import DatasetsService
 from finetune_service.services.job_state import EventRecorder, move_to, touch
+from finetune_service.services.ownership import require_project_task
 from finetune_service.services.sync import JobSync
 
 
@@ -105,6 +106,7 @@ class JobsService:
                 raise ValidationFailed(f"Unknown model {body.model_name!r} for {provider.display_name}; "
                                        f"choose one of {', '.join(known)}", param="model_name")
         parameters = self.catalog.validate(body.provider, body.parameters)
+        await require_project_task(self.database, principal, body.project_id, body.task_id)
         fmt = FormatRequest(
             dataset_path=body.dataset_path, split_name=body.split_name, split_preset=body.split_preset,
             format_type=body.format_type or "openai_chat_jsonl", data_strategy=body.data_strategy,

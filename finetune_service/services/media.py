@@ -206,7 +206,7 @@ class MediaService:
         return await self._read(owner_of(principal.tenant_id), name)
 
     async def signed_image(self, owner: str, name: str, expires: int, signature: str) -> tuple[bytes, str]:
-        if not hmac.compare_digest(self.signature(owner, name, expires), signature):
+        if not hmac.compare_digest(self.signature(owner, name, expires).encode(), signature.encode()):
             raise Forbidden("This image link's signature is not valid.", param="signature")
         if expires < time.time():
             raise Forbidden("This image link has expired; generate the image again or fetch it with your API key "

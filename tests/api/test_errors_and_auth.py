@@ -166,3 +166,25 @@ async def test_each_tenant_is_rate_limited_on_its_own(settings: Settings) -> Non
         assert (await client.get("/health")).status_code == 200
         openai_shape = await client.get("/v1/models", headers=AUTH_A)
         assert openai_shape.status_code == 429 and openai_shape.json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_open_mode_refuses_cross_site_writes(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+                        sync_interval_seconds=0)
+    async with AsyncTestClient(create_app(settings)) as client:
+        evil = await client.post("/api/finetune/projects", json={"name": "x"},
+                                 headers={"Origin": "http://evil.example"})
+        assert evil.status_code == 403 and "Cross-site request from http://evil.example" in evil.json()["detail"]
+        same = await client.post("/api/finetune/projects", json={"name": "x"},
+                                 headers={"Origin": "http://testserver.local"})
+        assert same.status_code == 201
+        assert (await client.post("/api/finetune/projects", json={"name": "y"})).status_code == 201
+        reads = await client.get("/api/finetune/projects", headers={"Origin": "http://evil.example"})
+        assert [p["name"] for p in reads.json()["projects"]] == ["x", "y"]
+
+
+async def test_text_plain_bodies_are_refused(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post("/api/finetune/projects", content=b'{"name": "x"}',
+                                 headers={**AUTH_A, "Content-Type": "text/plain"})
+    assert response.status_code == 415 and "application/json" in response.json()["detail"]
+    assert (await client.get("/api/finetune/projects", headers=AUTH_A)).json()["projects"] == []
