@@ -1,7 +1,8 @@
 """Hybrid search scoring: full-text and vector candidates fused with reciprocal rank fusion.
 
 Candidates: the `n` chunks closest to the query embedding (exact cosine, numpy over every
-vector of the searched collections) and the `n` best full-text matches (SQLite FTS5 bm25 /
+vector of the searched collections; on PostgreSQL with pgvector, an HNSW index scan instead —
+see `pgvector.py`) and the `n` best full-text matches (SQLite FTS5 bm25 /
 PostgreSQL `ts_rank_cd`, both over OR-ed query terms so partial matches count).
 
 Score (0..1, what `similarity_threshold` is compared with). For a chunk at rank r_v in the vector

@@ -10,6 +10,9 @@
   full-text index (SQLite FTS5 via triggers / a PostgreSQL generated tsvector) follows in the
   same transaction. Searches read the vectors of a collection once into memory and reuse them
   while the collection's `revision` is unchanged (see `retrieval/search.py` for the scoring).
+* On PostgreSQL with the pgvector extension, vectors are also kept in an HNSW-indexed side table
+  (written in the indexing transaction, deleted with their chunk by a foreign key) and the vector
+  half of a search is a k-NN query there instead of the in-memory scan (`retrieval/pgvector.py`).
 * Answers retrieve context and call any chat model through the completions service.
 """
 
@@ -52,6 +55,7 @@ from finetune_service.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from finetune_service.retrieval import pgvector
 from finetune_service.retrieval.chunking import chunk_pages, count_tokens
 from finetune_service.retrieval.embeddings import (
     LOCAL_MODELS,
@@ -169,6 +173,14 @@ class RetrievalService:
     _tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks("retrieval-index"))
     _term_cache: dict[tuple[tuple[str, ...], str], bool] = field(default_factory=dict)
     _fetcher: Fetcher | None = None
+    # pgvector (PostgreSQL only): None until detected; False keeps the exact in-memory search.
+    use_pgvector: bool = True
+    ann_searches: int = 0  # vector searches answered by pgvector (tests, benchmarks)
+    _pgvector: bool | None = None
+    _pgvector_iterative: bool = False
+    _pgvector_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _pgvector_indexes: set[int] = field(default_factory=set)
+    _chunk_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def fetcher(self) -> Fetcher:
@@ -393,6 +405,29 @@ class RetrievalService:
                 await session.execute(update(RetrievalDocument).where(col(RetrievalDocument.id) == document_id)
                                       .values(**values))
 
+    async def pgvector_enabled(self) -> bool:
+        """Whether vectors go to (and searches read) the pgvector side table: PostgreSQL with the
+        extension available. Detected once; enables the extension if migration 0007 ran before it
+        was installed."""
+        if not self.use_pgvector or self.database.is_sqlite:
+            return False
+        if self._pgvector is None:
+            async with self._pgvector_lock:
+                if self._pgvector is None:
+                    async with self.database.engine.begin() as conn:
+                        enabled = await conn.run_sync(pgvector.install)
+                        if enabled:
+                            self._pgvector_iterative = await conn.run_sync(pgvector.extension_version) >= (0, 8)
+                    self._pgvector = enabled
+                    log.info("retrieval vector search: %s", "pgvector HNSW" if enabled else "exact (in memory)")
+        return self._pgvector
+
+    async def _ensure_ann_index(self, dimensions: int) -> None:
+        if dimensions not in self._pgvector_indexes:
+            async with self.database.engine.begin() as conn:
+                await conn.run_sync(pgvector.ensure_index, dimensions)
+            self._pgvector_indexes.add(dimensions)
+
     def embedder(self, principal: Principal, model: str) -> Embedder:
         local = local_embedder(model)
         if local is not None:
@@ -416,6 +451,9 @@ class RetrievalService:
             embedder = self.embedder(Principal(tenant_id=document.tenant_id), collection.embedding_model)
             vectors = await embedder.embed([s.text for s in specs]) if specs else np.zeros((0, 1), np.float32)
             tokens = sum(count_tokens(p.text) for p in pages)
+            ann = bool(specs) and pgvector.indexable(int(vectors.shape[1])) and await self.pgvector_enabled()
+            if ann:
+                await self._ensure_ann_index(int(vectors.shape[1]))
             async with self.database.session() as session:
                 current = await session.get(RetrievalCollection, collection.id)
                 if current is None or await session.get(RetrievalDocument, document_id) is None:
@@ -434,6 +472,9 @@ class RetrievalService:
                 } for i, spec in enumerate(specs)]
                 for start in range(0, len(rows), 5000):
                     await session.execute(insert(RetrievalChunk), rows[start:start + 5000])
+                if ann:
+                    ids = [str(row["id"]) for row in rows]
+                    await session.run_sync(lambda s: pgvector.add_vectors(s.connection(), ids, vectors))
                 await session.execute(update(RetrievalCollection).where(col(RetrievalCollection.id) == collection.id)
                                       .values(revision=RetrievalCollection.revision + 1, dimensions=dimensions))
                 await session.execute(update(RetrievalDocument).where(col(RetrievalDocument.id) == document_id).values(
@@ -556,6 +597,29 @@ class RetrievalService:
         self.cache.put(collection.id, block)
         return block
 
+    async def _chunk_count(self, session: AsyncSession, collection: RetrievalCollection) -> int:
+        cached = self._chunk_counts.get(collection.id)
+        if cached is not None and cached[0] == collection.revision:
+            return cached[1]
+        count = int((await session.execute(select(func.count()).select_from(RetrievalChunk).where(
+            col(RetrievalChunk.collection_id) == collection.id))).scalar_one())
+        if len(self._chunk_counts) > 10_000:
+            self._chunk_counts.clear()
+        self._chunk_counts[collection.id] = (collection.revision, count)
+        return count
+
+    async def _nearest(self, session: AsyncSession, group: list[RetrievalCollection], query: np.ndarray,
+                       n: int) -> list[tuple[int, float]]:
+        """The vector candidates of collections that share one model: pgvector's HNSW index when
+        enabled, else the exact scan of the in-memory vectors."""
+        if pgvector.indexable(int(query.shape[-1])) and await self.pgvector_enabled():
+            ids = [c.id for c in group]
+            self.ann_searches += 1
+            iterative = self._pgvector_iterative
+            return await session.run_sync(
+                lambda s: pgvector.nearest(s.connection(), ids, query, n, iterative=iterative))
+        return top_by_cosine(query, [await self._vectors(session, c) for c in group], n)
+
     async def _common_terms(self, session: AsyncSession, collections: list[RetrievalCollection],
                             terms: list[str], total: int) -> set[str]:
         """Terms in at least COMMON_SHARE of the searched chunks (and at least COMMON_MIN of them).
@@ -626,22 +690,19 @@ class RetrievalService:
                            if c.dimensions is not None]
             if not collections:
                 return []
-            by_model: dict[str, list[RetrievalCollection]] = {}
+            by_model: dict[tuple[str, int | None], list[RetrievalCollection]] = {}
             for collection in collections:
-                by_model.setdefault(collection.embedding_model, []).append(collection)
+                by_model.setdefault((collection.embedding_model, collection.dimensions), []).append(collection)
             vector_hits: list[tuple[int, float]] = []
-            blocks_seen: list[VectorBlock] = []
-            for model, group in by_model.items():
-                blocks = [await self._vectors(session, c) for c in group]
-                blocks_seen.extend(blocks)
+            for (model, _dimensions), group in by_model.items():
                 try:
                     embedded = await self.embedder(principal, model).embed([query])
                 except EmbeddingUnavailable as error:
                     raise BadRequest(str(error), param="embedding_model") from None
-                vector_hits.extend(top_by_cosine(embedded[0], blocks, n))
+                vector_hits.extend(await self._nearest(session, group, embedded[0], n))
             vector_hits.sort(key=lambda p: -p[1])
             vector_hits = vector_hits[:n]
-            total = sum(len(b.seqs) for b in blocks_seen)
+            total = sum([await self._chunk_count(session, c) for c in collections])
             common = await self._common_terms(session, collections, terms, total)
             text_hits = await self._text_matches(session, [c.id for c in collections],
                                                  [t for t in terms if t not in common], n)

@@ -14,9 +14,9 @@ if connection is None:
 
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
-    """Keep autogenerate away from the hand-written full-text search DDL the models don't declare."""
-    hand_written = (type_ == "table" and (name or "").startswith("retrieval_chunks_fts")) or (
-        type_ == "column" and name == "search_vector")
+    """Keep autogenerate away from the hand-written full-text search and pgvector DDL the models don't declare."""
+    hand_written = (type_ == "table" and (name or "").startswith(("retrieval_chunks_fts", "retrieval_chunk_vectors"))
+                    ) or (type_ == "column" and name == "search_vector")
     return not (reflected and compare_to is None and hand_written)
 
 
