@@ -129,14 +129,24 @@ def test_kill_during_job_creation_recovers_without_a_second_paid_job(tmp_path: P
         with service(tmp_path, **env) as (url, process):
             dataset = httpx.post(f"{url}/api/finetune/upload-dataset", headers=AUTH, files={
                 "file": ("qa.csv", (REPO / "sample_data" / "support_qa.csv").read_bytes())}).json()["path"]
-            killer = threading.Timer(1.0, lambda: os.kill(process.pid, signal.SIGKILL))
+            def kill_once_create_is_sent() -> None:
+                # Kill while the provider is still answering the create: the job exists there, not here.
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not any(
+                        r[0] == "POST" and r[1] == "/v1/fine-tunes" for r in list(emulator.requests)):
+                    time.sleep(0.01)
+                os.kill(process.pid, signal.SIGKILL)
+
+            killer = threading.Thread(target=kill_once_create_is_sent)
             killer.start()
             with contextlib.suppress(httpx.TransportError):
                 httpx.post(f"{url}/api/finetune/jobs", headers=AUTH, timeout=30, json={
                     "name": "paid", "provider": "TOGETHER_AI", "model_name": TOGETHER_MODEL, "dataset_path": dataset})
             killer.join()
             assert process.wait(timeout=10) == -signal.SIGKILL
-        time.sleep(1.5)  # the emulator finishes creating the job the dead process asked for
+        deadline = time.monotonic() + 10  # the emulator finishes the create the dead process asked for
+        while not emulator.jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(emulator.jobs) == 1
         db = tmp_path / "finetune.db"
         assert rows(db, "select status, provider_job_id from jobs") == [("creating", None)]
