@@ -248,8 +248,9 @@ def bench(rows: int, baseline_rows: int, check_reference: bool, cases: list[str]
         report(label, results[case], input_bytes)
     if "csv" in results:
         output_mb = ours_csv.stat().st_size / 1e6
-        ratio = f"; CSV convert / floor time: {results['csv']['seconds'] / results['floor']['seconds']:.2f}x"
-        print(f"  output {output_mb:,.0f} MB" + (ratio if "floor" in results else ""))
+        ratio = (f"; CSV convert / floor time: {results['csv']['seconds'] / results['floor']['seconds']:.2f}x"
+                 if "floor" in results else "")
+        print(f"  output {output_mb:,.0f} MB{ratio}")
     if "csv" in results and "parquet" in results:
         assert filecmp.cmp(ours_csv, ours_parquet, shallow=False), "CSV and Parquet outputs differ"
     ours = ours_csv if "csv" in results else ours_parquet if "parquet" in results else None
