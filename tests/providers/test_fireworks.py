@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -11,16 +12,19 @@ from pathlib import Path
 import pytest
 
 from finetune_service.errors import ProviderError, ValidationFailed
-from finetune_service.providers.base import CreateJobRequest, FineTuneProvider, JobStatus, ProviderJob
+from finetune_service.providers.base import FineTuneProvider, JobStatus
 from finetune_service.providers.fireworks import FireworksProvider, dataset_id_for, job_id_for
 from finetune_service.providers.parameters import validate_parameters
 from finetune_service.settings import ProviderCredentials
 from tests.emulators.fireworks import FireworksEmulator, create_fireworks_emulator
 from tests.emulators.server import serve_in_thread
+from tests.providers import polling
+from tests.providers.polling import wait_for
 
 KEY = "test-fireworks-key"
 ACCOUNT = "test-account"
 MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
+job_request = functools.partial(polling.job_request, model=MODEL)
 PAIRS = [("France", "Paris"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Norway", "Oslo")]
 
 
@@ -63,23 +67,6 @@ def train_file(tmp_path: Path) -> Path:
     path = tmp_path / "train.jsonl"
     path.write_text(chat_lines(), encoding="utf-8")
     return path
-
-
-def job_request(dataset_id: str, reference: str = "job-ref-1", model: str = MODEL,
-                **parameters: object) -> CreateJobRequest:
-    return CreateJobRequest(model=model, training_file_id=dataset_id, validation_file_id=None,
-                            parameters=dict(parameters), client_reference=reference)
-
-
-async def wait_for(provider: FireworksProvider, job_id: str, *statuses: JobStatus,
-                   within: float = 8.0) -> ProviderJob:
-    deadline = time.monotonic() + within
-    while True:
-        job = await provider.get_job(job_id)
-        if job.status in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job stuck in {job.raw_status}"
-        await asyncio.sleep(0.03)
 
 
 def test_is_a_fine_tune_provider_with_real_parameter_specs() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,15 +12,18 @@ import pytest
 from openai import AsyncOpenAI
 
 from finetune_service.errors import ProviderError, ValidationFailed
-from finetune_service.providers.base import CreateJobRequest, FineTuneProvider, JobStatus, ProviderJob
+from finetune_service.providers.base import CreateJobRequest, FineTuneProvider, JobStatus
 from finetune_service.providers.openai_provider import OpenAIProvider, map_openai_error
 from finetune_service.providers.parameters import validate_parameters
 from finetune_service.settings import ProviderCredentials
 from tests.emulators.openai import OpenAIEmulator, create_openai_emulator
 from tests.emulators.server import serve_in_thread
+from tests.providers import polling
+from tests.providers.polling import wait_for
 
 KEY = "test-openai-key"
 MODEL = "gpt-4o-mini-2024-07-18"
+job_request = functools.partial(polling.job_request, model=MODEL)
 CAPITALS = [
     ("France", "Paris"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Norway", "Oslo"),
     ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Chile", "Santiago"), ("Ghana", "Accra"), ("Nepal", "Kathmandu"),
@@ -67,21 +70,6 @@ def train_file(tmp_path: Path) -> Path:
     path = tmp_path / "train.jsonl"
     path.write_text(chat_lines(), encoding="utf-8")
     return path
-
-
-def job_request(file_id: str, reference: str = "job-ref-1", **parameters: object) -> CreateJobRequest:
-    return CreateJobRequest(model=MODEL, training_file_id=file_id, validation_file_id=None,
-                            parameters=dict(parameters), client_reference=reference)
-
-
-async def wait_for(provider: OpenAIProvider, job_id: str, *statuses: JobStatus, within: float = 8.0) -> ProviderJob:
-    deadline = time.monotonic() + within
-    while True:
-        job = await provider.get_job(job_id)
-        if job.status in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job stuck in {job.raw_status}"
-        await asyncio.sleep(0.03)
 
 
 def test_is_a_fine_tune_provider_with_real_parameter_specs() -> None:
