@@ -27,22 +27,30 @@ def backoff_seconds(failures: int, retry_after: float | None = None) -> float:
 
 @dataclass
 class EventRecorder:
+    """Adds a job's events within one session; the job's dedupe keys are read once, not per event."""
+
     session: AsyncSession
     job: Job
+    _keys: set[str] | None = None
 
     async def _known(self) -> set[str]:
-        query = select(col(JobEvent.dedupe_key)).where(
-            col(JobEvent.job_id) == self.job.id, col(JobEvent.dedupe_key).isnot(None)
-        )
-        rows = await self.session.execute(query)
-        return {key for key in rows.scalars() if key}
+        if self._keys is None:
+            query = select(col(JobEvent.dedupe_key)).where(
+                col(JobEvent.job_id) == self.job.id, col(JobEvent.dedupe_key).isnot(None)
+            )
+            rows = await self.session.execute(query)
+            self._keys = {key for key in rows.scalars() if key}
+        return self._keys
 
     async def add(
         self, type_: str, message: str, *, level: str = "info", dedupe_key: str | None = None,
         status_from: str | None = None, status_to: str | None = None, created_at: datetime | None = None,
     ) -> bool:
-        if dedupe_key is not None and dedupe_key in await self._known():
-            return False
+        if dedupe_key is not None:
+            known = await self._known()
+            if dedupe_key in known:
+                return False
+            known.add(dedupe_key)
         self.session.add(JobEvent(
             job_id=self.job.id, tenant_id=self.job.tenant_id, type=type_, message=message, level=level,
             dedupe_key=dedupe_key, status_from=status_from, status_to=status_to,
@@ -55,12 +63,15 @@ def _status(value: str) -> JobStatus:
     return JobStatus(value)
 
 
-async def move_to(session: AsyncSession, job: Job, status: JobStatus, message: str, *, level: str = "info") -> bool:
+async def move_to(
+    session: AsyncSession, job: Job, status: JobStatus, message: str, *, level: str = "info",
+    recorder: EventRecorder | None = None,
+) -> bool:
     """Record a status change; refuse to move a job backwards (a stale or reordered answer)."""
     current = _status(job.status)
     if status == current or (status.rank < current.rank) or current.finished:
         return False
-    await EventRecorder(session, job).add(
+    await (recorder or EventRecorder(session, job)).add(
         "status", message, level=level, dedupe_key=f"status:{status.value}", status_from=current.value,
         status_to=status.value,
     )
@@ -100,7 +111,8 @@ async def apply_provider_job(
         JobStatus.FAILED: f"Fine-tune failed: {remote.error or remote.raw_status}",
         JobStatus.CANCELLED: "Fine-tune cancelled",
     }.get(remote.status, f"Status is now {remote.status.value} (provider: {remote.raw_status})")
-    await move_to(session, job, remote.status, message, level="error" if remote.status is JobStatus.FAILED else "info")
+    await move_to(session, job, remote.status, message, level="error" if remote.status is JobStatus.FAILED else "info",
+                  recorder=recorder)
     job.sync_failures = 0
     if not _status(job.status).finished:
         job.next_sync_at = utcnow() + timedelta(seconds=sync_interval)
