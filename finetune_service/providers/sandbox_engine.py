@@ -29,7 +29,7 @@ def tokens(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -48,18 +48,18 @@ def example_from_line(record: dict[str, Any]) -> tuple[str, str] | None:
         if last_assistant is None:
             return None
         prompt = " ".join(
-            _content_text(m.get("content"))
+            content_text(m.get("content"))
             for m in messages[:last_assistant]
             if isinstance(m, dict) and m.get("role") == "user"
         )
-        return prompt, _content_text(messages[last_assistant].get("content"))
+        return prompt, content_text(messages[last_assistant].get("content"))
     if "prompt" in record and "completion" in record:
-        return _content_text(record["prompt"]), _content_text(record["completion"])
+        return content_text(record["prompt"]), content_text(record["completion"])
     if "input" in record and "preferred_output" in record:
         inputs = record["input"].get("messages", [])
-        prompt = " ".join(_content_text(m.get("content")) for m in inputs if m.get("role") == "user")
+        prompt = " ".join(content_text(m.get("content")) for m in inputs if m.get("role") == "user")
         preferred = record["preferred_output"]
-        return prompt, _content_text(preferred[0].get("content") if preferred else "")
+        return prompt, content_text(preferred[0].get("content") if preferred else "")
     if "contents" in record:
         parts = [c for c in record["contents"] if isinstance(c, dict)]
         users = [p for p in parts if p.get("role") == "user"]
@@ -103,7 +103,7 @@ class NearestNeighbourResponder:
         return best_match(question, self.prompts)
 
     def answer(self, messages: Sequence[dict[str, Any]]) -> str | None:
-        users = [_content_text(m.get("content")) for m in messages if m.get("role") == "user"]
+        users = [content_text(m.get("content")) for m in messages if m.get("role") == "user"]
         index = self.best_index(users[-1] if users else "")
         return None if index is None else self.answers[index]
 

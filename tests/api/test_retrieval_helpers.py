@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import AUTH_A
+from tests.emulators.server import answer_lifespan
 
 Client = AsyncTestClient[Litestar]
 
@@ -90,13 +91,8 @@ class LoopbackSite:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         path = scope["path"]
         self.hits.append(path)
         status, headers, body = self.pages.get(path, (404, {"content-type": "text/plain"}, b"not found"))

@@ -34,7 +34,7 @@ from litestar import Litestar, Request, Response, route
 from litestar.datastructures import UploadFile
 from litestar.response import Stream
 
-from finetune_service.providers.sandbox_engine import hashed_embedding, tokens
+from finetune_service.providers.sandbox_engine import content_text, hashed_embedding, tokens
 from tests.emulators.faults import Fault, FaultPlan
 
 _ALNUM = string.ascii_letters + string.digits
@@ -306,14 +306,6 @@ def masked_key(key: str) -> str:
 # --------------------------------------------------------------------------------------
 # Chat completions and embeddings
 # --------------------------------------------------------------------------------------
-
-
-def content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
 
 
 def count_tokens(text: str) -> int:

@@ -12,6 +12,17 @@ from typing import Any
 import uvicorn
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan handshake, for hand-written ASGI apps that need no start-up work."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -46,6 +46,7 @@ from finetune_service.providers.sandbox_engine import (
 )
 from tests.emulators.faults import FaultPlan
 from tests.emulators.media import emulated_png, parse_multipart, spoken_text, transcript_body
+from tests.emulators.server import answer_lifespan
 
 DEFAULT_API_KEY = "test-together-key"
 NAMESPACE = "emulator-user"
@@ -429,13 +430,8 @@ class TogetherEmulator:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         body = b""
