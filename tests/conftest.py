@@ -60,14 +60,18 @@ async def _truncate(url: str) -> None:
     await engine.dispose()
 
 
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """The run's PostgreSQL database, emptied again after the test."""
+    yield postgres_url
+    asyncio.run(_truncate(postgres_url))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-        return
-    url = request.getfixturevalue("postgres_url")
-    yield url
-    asyncio.run(_truncate(url))
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))
 
 
 @pytest.fixture
