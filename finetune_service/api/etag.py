@@ -24,8 +24,16 @@ def _matches(request: Request[Any, Any, Any], etag: str) -> bool:
     return "*" in candidates or etag in candidates or etag.removeprefix("W/") in candidates
 
 
+def _headers(etag: str) -> dict[str, str]:
+    return {"ETag": etag, "Cache-Control": "no-cache"}
+
+
+def not_modified(request: Request[Any, Any, Any], etag: str) -> Response[Any] | None:
+    """The 304 to send when the client already has `etag`; lets a handler stop before building a body."""
+    return Response(content=None, status_code=304, headers=_headers(etag)) if _matches(request, etag) else None
+
+
 def conditional(request: Request[Any, Any, Any], etag: str, body: T) -> Response[T | None]:
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if _matches(request, etag):
-        return Response(content=None, status_code=304, headers=headers)
-    return Response(content=body, headers=headers)
+        return Response(content=None, status_code=304, headers=_headers(etag))
+    return Response(content=body, headers=_headers(etag))

@@ -12,20 +12,39 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from finetune_service.api.etag import conditional, etag_of
+from finetune_service.api.etag import conditional, etag_of, not_modified
 from finetune_service.api.params import IdempotencyKey
 from finetune_service.auth import Principal
+from finetune_service.db.polling_reads import JobFilter
 from finetune_service.providers.base import JobStatus
 from finetune_service.schemas.jobs import CheckpointList, CreateJobBody, JobEnvelope, JobEventList, JobList
-from finetune_service.services.jobs import (
-    JobFilter,
-    JobsService,
-    checkpoint_view,
-    event_view,
-    job_view,
-)
+from finetune_service.services.job_views import job_view
+from finetune_service.services.jobs import JobsService, checkpoint_view, event_view
 
 STREAM_POLL_SECONDS = 1.0
+
+
+def job_etag(job_id: str, version: int) -> str:
+    return etag_of([job_id, version])
+
+
+async def job_list_response(
+    request: Request[Principal, Any, Any], principal: Principal, jobs: JobsService, query: JobFilter
+) -> Response[JobList | None]:
+    """A page of jobs with an ETag over its (id, version) pairs: an unchanged page is a 304 from one
+    indexed read, and a changed one loads only the jobs whose version is not cached yet."""
+    index = await jobs.index(principal, query)
+    if (unchanged := not_modified(request, _list_etag(index.total, index.has_more, index.entries))) is not None:
+        return unchanged
+    views = await jobs.index_views(principal, index)
+    etag = _list_etag(index.total, index.has_more, [(v.view.id, v.version) for v in views])
+    body = JobList(jobs=[v.view for v in views], total=index.total, has_more=index.has_more,
+                   next_cursor=views[-1].view.id if index.has_more and views else None)
+    return conditional(request, etag, body)
+
+
+def _list_etag(total: int, has_more: bool, entries: list[tuple[str, int]]) -> str:
+    return etag_of([total, has_more, *(f"{job_id}:{version}" for job_id, version in entries)])
 
 
 class JobsController(Controller):
@@ -52,24 +71,24 @@ class JobsController(Controller):
     ) -> Response[JobList | None]:
         query = JobFilter(status=status.value if status else None, provider=provider, project_id=project_id,
                           task_id=task_id, limit=limit, after=after)
-        page = await jobs.list_jobs(principal, query)
         if update_status:
-            for job in page.jobs:
+            for job in (await jobs.list_jobs(principal, query)).jobs:
                 if not JobStatus(job.status).finished:
                     await jobs.refresh(principal, job.id)
-            page = await jobs.list_jobs(principal, query)
-        etag = etag_of([page.total, page.has_more, *(f"{j.id}:{j.version}" for j in page.jobs)])
-        body = JobList(jobs=[job_view(j) for j in page.jobs], total=page.total, has_more=page.has_more,
-                       next_cursor=page.jobs[-1].id if page.has_more and page.jobs else None)
-        return conditional(request, etag, body)
+        return await job_list_response(request, principal, jobs, query)
 
     @get("/{job_id:str}", summary="One job (ETag; update_status=true refreshes from the provider)")
     async def get_job(
         self, request: Request[Principal, Any, Any], job_id: FromPath[str], principal: NamedDependency[Principal],
         jobs: NamedDependency[JobsService], update_status: FromQuery[bool] = False,
     ) -> Response[JobEnvelope | None]:
-        job = await (jobs.refresh(principal, job_id) if update_status else jobs.get(principal, job_id))
-        return conditional(request, etag_of([job.id, job.version]), JobEnvelope(job=job_view(job)))
+        if update_status:
+            await jobs.refresh(principal, job_id)
+        version = await jobs.version(principal, job_id)
+        if (unchanged := not_modified(request, job_etag(job_id, version))) is not None:
+            return unchanged
+        current = await jobs.view(principal, job_id, version)
+        return conditional(request, job_etag(job_id, current.version), JobEnvelope(job=current.view))
 
     @post("/{job_id:str}/cancel", status_code=200, summary="Cancel a job")
     async def cancel_job(

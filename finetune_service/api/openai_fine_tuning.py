@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from finetune_service.api.params import IdempotencyKey
 from finetune_service.auth import Principal
 from finetune_service.container import Services
+from finetune_service.db.polling_reads import JobFilter
 from finetune_service.db.tables import Job
 from finetune_service.schemas.openai_v1 import (
     CreateFineTuningJob,
@@ -19,7 +20,6 @@ from finetune_service.schemas.openai_v1 import (
     FineTuningJobEventList,
     FineTuningJobList,
 )
-from finetune_service.services.jobs import JobFilter
 from finetune_service.services.openai_facade import fine_tuning_job, job_body, job_checkpoint, job_event
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 from typing import Any
 
 import asyncpg
@@ -161,10 +162,12 @@ def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[
     )
 
 
-def _database_rejected(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
+def _database_rejected(request: Request[Any, Any, Any], exc: DBAPIError | asyncpg.DataError) -> Response[Any]:
     """PostgreSQL refuses some values SQLite stores (SQLSTATE class 22, "data exception"): a NUL
-    character in any text, a string longer than its column. That is the value sent, not a fault."""
-    state = str(getattr(exc.orig, "sqlstate", None) or "")
+    character in any text, a string longer than its column. That is the value sent, not a fault.
+    Through SQLAlchemy the driver's error is `exc.orig`; the polling reads raise asyncpg's own."""
+    driver_error = exc.orig if isinstance(exc, DBAPIError) else exc
+    state = str(getattr(driver_error, "sqlstate", None) or "")
     if state == "22021":
         return error_response(
             request, status=400, slug="invalid-request", title="Invalid request",
@@ -172,7 +175,7 @@ def _database_rejected(request: Request[Any, Any, Any], exc: DBAPIError) -> Resp
             "remove it.",
         )
     if state.startswith("22"):
-        reason = str(getattr(exc.orig, "args", [""])[0] or "").splitlines()[0][:200]
+        reason = (str(getattr(driver_error, "args", [""])[0] or "").splitlines() or [""])[0][:200]
         return error_response(
             request, status=422, slug="validation-failed", title="Validation failed",
             detail=f"A value in the request cannot be stored: {reason or 'invalid value'}; shorten or fix it.",
@@ -199,8 +202,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     InterfaceError: _database_down,
     # A refused connect surfaces from the pool unwrapped.
     ConnectionRefusedError: _database_down,
+    # The polling reads' own SQLite connection: an unopenable file, or a lock held past its timeout.
+    sqlite3.OperationalError: _database_down,
     asyncpg.PostgresConnectionError: _database_down,
     DBAPIError: _database_rejected,
+    asyncpg.DataError: _database_rejected,
     ValidationException: _validation,
     HTTPException: _http,
     UnicodeDecodeError: _undecodable,

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import File
 
 from finetune_service.api.datasets import download_name
-from finetune_service.api.etag import conditional, etag_of
+from finetune_service.api.jobs import job_list_response
 from finetune_service.api.params import IdempotencyKey
 from finetune_service.auth import Principal
+from finetune_service.db.polling_reads import JobFilter
 from finetune_service.schemas.jobs import CreateJobBody, JobEnvelope, JobList
 from finetune_service.schemas.projects import (
     CreateDatasetSplit,
@@ -27,7 +28,8 @@ from finetune_service.schemas.projects import (
     TaskList,
 )
 from finetune_service.services.datasets import DatasetsService
-from finetune_service.services.jobs import JobFilter, JobsService, job_view
+from finetune_service.services.job_views import job_view
+from finetune_service.services.jobs import JobsService
 from finetune_service.services.projects import ProjectsService, project_view, split_view, task_view
 
 TASK = "/projects/{project_id:str}/tasks/{task_id:str}"
@@ -149,13 +151,12 @@ class ProjectsController(Controller):
     async def list_finetunes(
         self, request: Request[Principal, Any, Any], project_id: FromPath[str], task_id: FromPath[str],
         principal: NamedDependency[Principal], projects: NamedDependency[ProjectsService],
-        jobs: NamedDependency[JobsService],
+        jobs: NamedDependency[JobsService], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 500,
+        after: FromQuery[str | None] = None,
     ) -> Response[JobList | None]:
         await projects.task(principal, project_id, task_id)
-        page = await jobs.list_jobs(principal, JobFilter(project_id=project_id, task_id=task_id, limit=500))
-        body = JobList(jobs=[job_view(j) for j in page.jobs], total=page.total, has_more=page.has_more,
-                       next_cursor=None)
-        return conditional(request, etag_of([page.total, *(f"{j.id}:{j.version}" for j in page.jobs)]), body)
+        query = JobFilter(project_id=project_id, task_id=task_id, limit=limit, after=after)
+        return await job_list_response(request, principal, jobs, query)
 
     @get(f"{TASK}/finetunes/{{finetune_id:str}}", summary="One fine-tune of the task")
     async def get_finetune(

@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from finetune_service.db.polling_reads import polling_reads_for
+
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
@@ -44,6 +46,7 @@ class Database:
         self.url = url
         self.engine = create_engine(url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.polling = polling_reads_for(url)
 
     @property
     def is_sqlite(self) -> bool:
@@ -66,4 +69,5 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        await self.polling.close()
         await self.engine.dispose()

@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from finetune_service.auth import Principal
 from finetune_service.db.engine import Database
+from finetune_service.db.polling_reads import CursorNotFound, JobFilter, JobIndex
 from finetune_service.db.tables import Job, JobEvent, utcnow
 from finetune_service.errors import Conflict, NotFound, ProviderError, ValidationFailed
 from finetune_service.providers.base import JobStatus, ProviderCheckpoint, ProviderName
 from finetune_service.schemas.datasets import FormatRequest
-from finetune_service.schemas.jobs import CheckpointView, CreateJobBody, JobEventView, JobView
+from finetune_service.schemas.jobs import CheckpointView, CreateJobBody, JobEventView
 from finetune_service.services.catalog import Catalog
 from finetune_service.services.datasets import DatasetsService
 from finetune_service.services.job_state import EventRecorder, move_to, touch
+from finetune_service.services.job_views import JobViewCache, VersionedView
 from finetune_service.services.ownership import require_project_task
 from finetune_service.services.sync import JobSync
-
-
-@dataclass(frozen=True)
-class JobFilter:
-    status: str | None = None
-    provider: str | None = None
-    project_id: str | None = None
-    task_id: str | None = None
-    limit: int = 50
-    after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +44,7 @@ class JobsService:
     catalog: Catalog
     datasets: DatasetsService
     sync: JobSync
+    views: JobViewCache = field(default_factory=JobViewCache)
 
     async def get(
         self, principal: Principal, job_id: str, *, project_id: str | None = None, task_id: str | None = None
@@ -160,30 +152,48 @@ class JobsService:
                 raise
         return await self.get(principal, job.id), False
 
-    async def list_jobs(self, principal: Principal, query: JobFilter) -> JobPage:
-        conditions: list[Any] = [col(Job.tenant_id) == principal.tenant_id]
-        if query.status:
-            conditions.append(col(Job.status) == query.status)
+    async def version(self, principal: Principal, job_id: str) -> int:
+        """The job's current version, from one indexed read: enough to answer If-None-Match."""
+        version = await self.database.polling.job_version(principal.tenant_id, job_id)
+        if version is None:
+            raise NotFound(f"Job {job_id!r} does not exist", param="job_id")
+        return version
+
+    async def view(self, principal: Principal, job_id: str, version: int) -> VersionedView:
+        """The job's view at `version`, or newer if it changed since that version was read."""
+        cached = self.views.get(principal.tenant_id, job_id, version)
+        return cached or self.views.put(await self.get(principal, job_id))
+
+    async def index(self, principal: Principal, query: JobFilter) -> JobIndex:
+        """One page of the tenant's jobs as (id, version) pairs, newest first."""
         if query.provider:
-            conditions.append(col(Job.provider) == self.catalog.provider(query.provider).name.value)
-        if query.project_id:
-            conditions.append(col(Job.project_id) == query.project_id)
-        if query.task_id:
-            conditions.append(col(Job.task_id) == query.task_id)
+            query = replace(query, provider=self.catalog.provider(query.provider).name.value)
+        try:
+            return await self.database.polling.job_index(principal.tenant_id, query)
+        except CursorNotFound:
+            raise ValidationFailed(f"Cursor {query.after!r} is not a job of yours", param="after") from None
+
+    async def _rows(self, principal: Principal, job_ids: list[str]) -> dict[str, Job]:
+        if not job_ids:
+            return {}
         async with self.database.session() as session:
-            total = (await session.execute(select(func.count()).select_from(Job).where(*conditions))).scalar_one()
-            page = select(Job).where(*conditions)
-            if query.after:
-                anchor = await session.get(Job, query.after)
-                if anchor is None or anchor.tenant_id != principal.tenant_id:
-                    raise ValidationFailed(f"Cursor {query.after!r} is not a job of yours", param="after")
-                page = page.where(
-                    (col(Job.created_at) < anchor.created_at)
-                    | ((col(Job.created_at) == anchor.created_at) & (col(Job.id) < anchor.id))
-                )
-            page = page.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(query.limit + 1)
-            rows = list((await session.execute(page)).scalars())
-        return JobPage(jobs=rows[: query.limit], total=int(total), has_more=len(rows) > query.limit)
+            rows = await session.execute(select(Job).where(
+                col(Job.tenant_id) == principal.tenant_id, col(Job.id).in_(job_ids)))
+            return {job.id: job for job in rows.scalars()}
+
+    async def index_views(self, principal: Principal, index: JobIndex) -> list[VersionedView]:
+        """The views of a page, loading only the jobs whose version is not cached yet. A job
+        deleted since the index was read is left out."""
+        found = {job_id: self.views.get(principal.tenant_id, job_id, version) for job_id, version in index.entries}
+        for job in (await self._rows(principal, [i for i, view in found.items() if view is None])).values():
+            found[job.id] = self.views.put(job)
+        return [view for job_id, _ in index.entries if (view := found[job_id]) is not None]
+
+    async def list_jobs(self, principal: Principal, query: JobFilter) -> JobPage:
+        index = await self.index(principal, query)
+        rows = await self._rows(principal, [job_id for job_id, _ in index.entries])
+        return JobPage(jobs=[rows[job_id] for job_id, _ in index.entries if job_id in rows], total=index.total,
+                       has_more=index.has_more)
 
     async def refresh(self, principal: Principal, job_id: str) -> Job:
         """Sync one job from its provider now (update_status=true)."""
@@ -248,20 +258,6 @@ class JobsService:
             rows = await session.execute(select(Job).where(
                 col(Job.tenant_id) == principal.tenant_id, col(Job.fine_tuned_model) == model))
             return rows.scalars().first()
-
-
-def job_view(job: Job) -> JobView:
-    return JobView(
-        id=job.id, name=job.name, description=job.description, provider=job.provider, model_name=job.base_model,
-        provider_job_id=job.provider_job_id, fine_tuned_model=job.fine_tuned_model, status=job.status,
-        raw_status=job.raw_status, progress=job.progress, metrics=job.metrics, error=job.error,
-        dataset_path=job.dataset_id, split_name=job.split_name, validation_split=job.validation_split,
-        format_type=job.format_type, data_strategy=job.data_strategy, system_message=job.system_message,
-        thinking_instructions=job.thinking_instructions, training_file=job.training_output_id,
-        validation_file=job.validation_output_id, parameters=job.parameters, project_id=job.project_id,
-        task_id=job.task_id, created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
-        finished_at=job.finished_at,
-    )
 
 
 def event_view(event: JobEvent) -> JobEventView:
