@@ -13,11 +13,16 @@ from finetune_service.services.sync import JobSync
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
+# Each job is due on its own clock (`next_sync_at`, one sync interval after its last sync), so a
+# tick only picks up the jobs due by then. Ticking every second, not once per interval, spreads the
+# syncs evenly over the interval instead of bunching them into one burst (which also stalled
+# dashboards), and a job is never more than a second late.
+MAX_TICK_SECONDS = 1.0
 
 
 class SyncScheduler:
-    """Runs `JobSync.tick` on an interval; `stop()` waits for a tick in flight, so the
-    database is never closed under a running sync."""
+    """Runs `JobSync.tick` every second (or every `interval_seconds` if shorter); `stop()` waits for
+    a tick in flight, so the database is never closed under a running sync."""
 
     def __init__(self, sync: JobSync, interval_seconds: float) -> None:
         self._sync = sync
@@ -25,8 +30,8 @@ class SyncScheduler:
         self._scheduler = AsyncIOScheduler()
         # The first tick runs at once, so jobs left `creating` by a crash are recovered on start.
         self._scheduler.add_job(
-            self._tick, "interval", seconds=interval_seconds, id="sync-jobs", max_instances=1, coalesce=True,
-            next_run_time=datetime.now(UTC),
+            self._tick, "interval", seconds=min(interval_seconds, MAX_TICK_SECONDS), id="sync-jobs",
+            max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
         )
 
     def start(self) -> None:

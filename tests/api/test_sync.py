@@ -79,6 +79,30 @@ async def test_scheduler_carries_a_job_to_the_end(settings: Settings) -> None:
         assert current["fine_tuned_model"]
 
 
+async def test_a_job_due_between_intervals_is_synced_within_a_second(settings: Settings) -> None:
+    """Each job has its own clock (one interval after its last sync); with a 30 s interval the
+    scheduler still looks every second, so syncs spread out instead of waiting for the next burst."""
+    started = await Services.start(replace(settings, sync_interval_seconds=30, sandbox_step_seconds=3600))
+    try:
+        job = await stranded_job(started)
+        for _ in range(40):  # the first tick, at start, launches it
+            launched = await started.jobs.get(TENANT, job.id)
+            if launched.provider_job_id is not None:
+                break
+            await asyncio.sleep(0.05)
+        async with started.database.session() as session:
+            row = await session.get(Job, job.id)
+            assert row is not None
+            row.next_sync_at = utcnow() + timedelta(seconds=0.5)
+        for _ in range(50):
+            if (await started.jobs.get(TENANT, job.id)).version > launched.version:
+                break
+            await asyncio.sleep(0.05)
+        assert (await started.jobs.get(TENANT, job.id)).version > launched.version
+    finally:
+        await started.close()
+
+
 async def test_job_stranded_before_the_provider_call_is_started_once(
     services: Services, settings: Settings
 ) -> None:
@@ -173,8 +197,8 @@ async def test_provider_outage_keeps_last_good_state(
         await services.close()
 
 
-async def test_two_replicas_share_the_work_without_overlap(postgres_url: str, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, database_url=postgres_url, sandbox_step_seconds=0.0,
+async def test_two_replicas_share_the_work_without_overlap(fresh_postgres_url: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=fresh_postgres_url, sandbox_step_seconds=0.0,
                         sync_interval_seconds=0)
     services = await Services.start(settings)
     try:
