@@ -41,11 +41,14 @@ async def _open_mode(settings: Settings) -> bool:
     return store.open_mode
 
 
-def serve(settings: Settings, host: str, port: int) -> int:
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     import uvicorn
 
     from finetune_service.app import create_app
 
+    if workers < 1:
+        print(f"--workers must be at least 1, got {workers}", file=sys.stderr)
+        return 2
     if asyncio.run(_open_mode(settings)) and not is_loopback(host):
         print(
             f"Refusing to listen on {host}: no API key is configured, so anyone who can reach this "
@@ -54,7 +57,13 @@ def serve(settings: Settings, host: str, port: int) -> int:
             file=sys.stderr,
         )
         return 2
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False)
+    if workers > 1:
+        # Each worker process builds its app from the same environment; the migrations ran above,
+        # and the scheduler's leases keep the workers from syncing the same job twice.
+        uvicorn.run("finetune_service.app:create_app", factory=True, workers=workers, host=host, port=port,
+                    proxy_headers=False)
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False)
     return 0
 
 
@@ -114,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the HTTP service")
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--workers", type=int, default=1,
+                           help="worker processes (one per core; they share the database and data folder)")
 
     commands.add_parser("migrate", help="apply database migrations")
 
@@ -146,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     if args.command == "serve":
-        sys.exit(serve(settings, args.host, args.port))
+        sys.exit(serve(settings, args.host, args.port, args.workers))
     if args.command == "migrate":
         sys.exit(migrate(settings))
     if args.command == "convert":

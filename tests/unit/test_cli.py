@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 from litestar.testing import AsyncTestClient
 
 from finetune_service.app import create_app
@@ -26,6 +30,35 @@ def test_serve_refuses_public_bind_without_keys(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Refusing to listen on 0.0.0.0" in result.stderr
     assert "FINETUNE_API_KEYS" in result.stderr
+
+
+def test_serve_with_two_workers(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    environment = {**os.environ, "FINETUNE_DATA_DIR": str(tmp_path), "FINETUNE_API_KEYS": "acme:k"}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen([sys.executable, "-m", "finetune_service", "serve", "--port", str(port),
+                                   "--workers", "2"], env=environment, stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text().count("Application startup complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = set(re.findall(r"Started server process \[(\d+)\]", log.read_text()))
+        assert len(workers) == 2 and str(server.pid) not in workers
+        for _ in range(4):
+            answer = httpx.get(f"http://127.0.0.1:{port}/api/finetune/jobs", headers={"Authorization": "Bearer k"},
+                               timeout=10)
+            assert answer.status_code == 200 and answer.json()["total"] == 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_serve_refuses_fewer_than_one_worker(tmp_path: Path) -> None:
+    result = _run(["serve", "--workers", "0"], tmp_path)
+    assert result.returncode == 2 and "--workers must be at least 1" in result.stderr
 
 
 def test_bad_configuration_is_reported_not_raised(tmp_path: Path) -> None:
