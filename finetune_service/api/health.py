@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import get
-from litestar.di import NamedDependency
+from litestar.datastructures import State
 
 from finetune_service.container import Services
 from finetune_service.errors import ServiceUnavailable
@@ -20,7 +20,8 @@ async def health() -> Health:
 
 
 @get("/ready", tags=["health"], summary="Readiness: the database answers")
-async def ready(services: NamedDependency[Services]) -> Health:
+async def ready(state: State) -> Health:
+    services: Services = state.services
     try:
         await services.database.ping()
     except Exception as exc:

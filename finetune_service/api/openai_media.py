@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.datastructures import UploadFile
+from litestar.datastructures import State, UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
@@ -118,8 +118,9 @@ class MediaLinksController(Controller):
 
     @get("/images/{owner:str}/{name:str}", summary="An image through a signed link", media_type="image/png")
     async def signed_image(
-        self, owner: FromPath[str], name: FromPath[str], media: NamedDependency[MediaService],
-        expires: FromQuery[int], signature: FromQuery[str],
+        self, owner: FromPath[str], name: FromPath[str], state: State, expires: FromQuery[int],
+        signature: FromQuery[str],
     ) -> Response[bytes]:
+        media: MediaService = state.services.media
         data, media_type = await media.signed_image(owner, name, expires, signature)
         return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
