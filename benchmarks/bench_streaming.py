@@ -64,6 +64,8 @@ def run_service(port: int, upstream: str, data_dir: str) -> None:
 
     settings = Settings(
         data_dir=Path(data_dir), api_keys={SERVICE_KEY: "bench"}, sync_interval_seconds=0,
+        # The limiter stays in the path (its cost is part of every request) but never throttles.
+        rate_limit_per_second=1e9, rate_limit_burst=10**9,
         openai=ProviderCredentials(api_key=UPSTREAM_KEY, base_url=f"{upstream}/v1"),
     )
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")

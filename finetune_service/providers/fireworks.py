@@ -37,6 +37,7 @@ from finetune_service.providers.base import (
     ProviderName,
 )
 from finetune_service.providers.parameters import ParamSpec, validate_parameters
+from finetune_service.providers.sse import chat_chunks
 from finetune_service.settings import ProviderCredentials
 
 log = logging.getLogger(__name__)
@@ -567,23 +568,8 @@ class FireworksProvider:
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[len("data:"):].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    raise ProviderError("Fireworks AI sent a malformed stream event", provider=DISPLAY_NAME,
-                                        status=502, retryable=True) from None
-                if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
-                    message = chunk["error"].get("message") or "stream error"
-                    raise ProviderError(f"Fireworks AI error: {message}", provider=DISPLAY_NAME, status=502,
-                                        retryable=True)
-                if isinstance(chunk, dict):
-                    yield chunk
+            async for chunk in chat_chunks(response.aiter_bytes(), DISPLAY_NAME):
+                yield chunk
         except httpx.TransportError:
             raise ProviderError("Fireworks AI stream was interrupted", provider=DISPLAY_NAME, status=502,
                                 retryable=True) from None

@@ -451,8 +451,17 @@ async def _close_quietly(iterator: Any) -> None:
 _CHUNK, _END, _ERROR = 0, 1, 2
 
 
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + _encoder.encode(data) + b"\n\n"
+
+
 class ChatStream:
-    """Relays an opened upstream stream as SSE bytes; `aclose()` always closes the upstream."""
+    """Relays an opened upstream stream as SSE bytes; `aclose()` always closes the upstream.
+
+    Whatever the upstream has already sent goes out as one write (one pass through the middleware
+    and one socket send per batch instead of per chunk); nothing waits to fill a batch. `[DONE]`
+    is always its own write, so wrappers can put their own events before it.
+    """
 
     def __init__(
         self, service: CompletionsService, principal: Principal, route: Route, request: ChatCompletionRequest,
@@ -468,6 +477,14 @@ class ChatStream:
         self._queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=64)
         self._pump: asyncio.Task[None] | None = None
         self._closed = False
+        self._include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        self._first_token: float | None = None
+        self._usage: dict[str, Any] | None = None
+        self._deltas = 0
+        self._held: list[dict[str, Any]] = []
+        self._last: dict[str, Any] = {}
+        self._texts: dict[int, list[str]] = {}
+        self._finish: dict[int, str | None] = {}
 
     async def _run_pump(self) -> None:
         try:
@@ -491,15 +508,6 @@ class ChatStream:
             return None
 
     async def events(self) -> AsyncIterator[bytes]:
-        request, route = self._request, self._route
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        first_token: float | None = None
-        usage: dict[str, Any] | None = None
-        deltas = 0
-        held: list[dict[str, Any]] = []
-        last: dict[str, Any] = {}
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, str | None] = {}
         self._pump = asyncio.get_running_loop().create_task(self._run_pump())
         try:
             while True:
@@ -507,65 +515,83 @@ class ChatStream:
                 if item is None:
                     yield KEEPALIVE
                     continue
-                kind, payload = item
-                if kind == _END:
-                    break
-                if kind == _ERROR:
-                    if not isinstance(payload, DomainError):
-                        log.error("upstream stream of %s failed", route.provider.name.value, exc_info=payload)
-                    yield b"data: " + _encoder.encode({"error": error_body(payload)}) + b"\n\n"
-                    return
-                chunk: dict[str, Any] = payload
-                chunk["model"] = route.model
-                last = chunk
-                if chunk.get("usage"):
-                    usage = chunk.pop("usage")
-                else:
-                    chunk.pop("usage", None)
-                choices = chunk.get("choices") or []
-                if not choices:
-                    continue  # the upstream usage chunk: ours comes last
-                finished = False
-                for choice in choices:
-                    delta = choice.get("delta") or {}
-                    content = delta.get("content")
-                    if content or delta.get("tool_calls"):
-                        deltas += 1
-                        if first_token is None:
-                            first_token = time.perf_counter()
-                    if content and request.save_response:
-                        texts.setdefault(int(choice.get("index", 0)), []).append(content)
-                    if choice.get("finish_reason"):
-                        finished = True
-                        finish[int(choice.get("index", 0))] = choice["finish_reason"]
-                if finished and not include_usage:
-                    held.append(chunk)  # the last choice chunk carries `details`
-                    continue
-                yield b"data: " + _encoder.encode(chunk) + b"\n\n"
-            ended = time.perf_counter()
-            details = self._details(first_token, ended, usage, deltas)
-            if include_usage or not held:
-                final: dict[str, Any] = {
-                    "id": last.get("id", ""), "object": "chat.completion.chunk", "created": last.get("created", 0),
-                    "model": route.model, "choices": [],
-                }
-                if include_usage:
-                    final["usage"] = usage
-            else:
-                final = held.pop()
-            final["details"] = details
-            for chunk in held:
-                yield b"data: " + _encoder.encode(chunk) + b"\n\n"
-            if request.save_response:
-                await self._save(texts, finish, usage)
-            yield b"data: " + _encoder.encode(final) + b"\n\n"
-            yield DONE
+                batch: list[bytes] = []
+                while item is not None:
+                    kind, payload = item
+                    if kind == _ERROR:
+                        if not isinstance(payload, DomainError):
+                            log.error("upstream stream of %s failed", self._route.provider.name.value,
+                                      exc_info=payload)
+                        batch.append(_event({"error": error_body(payload)}))
+                        yield b"".join(batch)
+                        return
+                    if kind == _END:
+                        final = self._final(time.perf_counter())
+                        batch.extend(_event(chunk) for chunk in self._held)
+                        if self._request.save_response:
+                            # Saved before the last event, so a client that saw it finds the row.
+                            yield b"".join(batch)
+                            batch = []
+                            await self._save()
+                        batch.append(_event(final))
+                        yield b"".join(batch)
+                        yield DONE
+                        return
+                    if self._relayed(payload):
+                        batch.append(_event(payload))
+                    item = None if self._queue.empty() else self._queue.get_nowait()
+                if batch:
+                    yield b"".join(batch)
         finally:
             await self.aclose()
 
-    def _details(self, first_token: float | None, ended: float, usage: dict[str, Any] | None,
-                 deltas: int) -> dict[str, Any]:
-        tokens = int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None else deltas
+    def _relayed(self, chunk: dict[str, Any]) -> bool:
+        """Account for one upstream chunk; False when it is not sent now (usage, or held for `details`)."""
+        chunk["model"] = self._route.model
+        self._last = chunk
+        usage = chunk.pop("usage", None)
+        if usage:
+            self._usage = usage
+        choices = chunk.get("choices")
+        if not choices:
+            return False  # the upstream usage chunk: ours comes last
+        finished = False
+        for choice in choices:
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content or delta.get("tool_calls"):
+                self._deltas += 1
+                if self._first_token is None:
+                    self._first_token = time.perf_counter()
+            if content and self._request.save_response:
+                self._texts.setdefault(int(choice.get("index", 0)), []).append(content)
+            if choice.get("finish_reason"):
+                finished = True
+                self._finish[int(choice.get("index", 0))] = choice["finish_reason"]
+        if finished and not self._include_usage:
+            self._held.append(chunk)  # the last choice chunk carries `details`
+            return False
+        return True
+
+    def _final(self, ended: float) -> dict[str, Any]:
+        """The chunk that carries `details` (and `usage` when asked for); what is left in `_held` goes before it."""
+        if self._include_usage or not self._held:
+            last = self._last
+            final: dict[str, Any] = {
+                "id": last.get("id", ""), "object": "chat.completion.chunk", "created": last.get("created", 0),
+                "model": self._route.model, "choices": [],
+            }
+            if self._include_usage:
+                final["usage"] = self._usage
+        else:
+            final = self._held.pop()
+        final["details"] = self._details(ended)
+        return final
+
+    def _details(self, ended: float) -> dict[str, Any]:
+        first_token, usage = self._first_token, self._usage
+        tokens = (int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None
+                  else self._deltas)
         window = ended - first_token if first_token is not None else 0.0
         if window <= 0:
             window = ended - self._started
@@ -577,13 +603,13 @@ class ChatStream:
             "provider": self._route.provider.name.value,
         }
 
-    async def _save(self, texts: dict[int, list[str]], finish: dict[int, str | None],
-                    usage: dict[str, Any] | None) -> None:
+    async def _save(self) -> None:
+        texts, finish = self._texts, self._finish
         indexes = sorted(set(texts) | set(finish)) or [0]
         choices = [{"index": i, "message": {"role": "assistant", "content": "".join(texts.get(i, []))},
                     "finish_reason": finish.get(i)} for i in indexes]
         try:
-            await self._service.save(self._principal, self._route, self._request, choices, usage, stream=True)
+            await self._service.save(self._principal, self._route, self._request, choices, self._usage, stream=True)
         except Exception:
             log.exception("could not save a streamed response")
 

@@ -13,9 +13,11 @@ import httpx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from finetune_service.auth import Principal
 from finetune_service.errors import ProviderError
 from finetune_service.providers.base import ProviderName
 from finetune_service.providers.sandbox_engine import hashed_embedding
+from finetune_service.schemas.completions import ChatCompletionRequest
 from tests.api.helpers import SAMPLE
 from tests.conftest import AUTH_A, AUTH_B
 
@@ -32,11 +34,14 @@ TRAINED_ANSWER = ('Click "Forgot password" on the login page, then follow the li
 
 class ScriptedProvider:
     """Wraps the Sandbox provider: fail on open, wait before / between chunks, break mid-stream,
-    and count how often the upstream iterator was closed."""
+    hand over every chunk at once (`buffered`, as when they came in one network read), and count
+    how often the upstream iterator was closed."""
 
     def __init__(self, inner: Any, *, fail: BaseException | None = None, first_delay: float = 0.0,
-                 chunk_delay: float = 0.0, fail_after: int | None = None, reply_delay: float = 0.0) -> None:
+                 chunk_delay: float = 0.0, fail_after: int | None = None, reply_delay: float = 0.0,
+                 buffered: bool = False) -> None:
         self.inner = inner
+        self.buffered = buffered
         self.reply_delay = reply_delay
         self.in_flight = 0
         self.max_in_flight = 0
@@ -73,6 +78,10 @@ class ScriptedProvider:
     async def _relay(self, inner: Any) -> AsyncIterator[dict[str, Any]]:
         try:
             await asyncio.sleep(self.first_delay)
+            if self.buffered:
+                for chunk in [chunk async for chunk in inner]:
+                    yield chunk
+                return
             async for chunk in inner:
                 if self.fail_after is not None and self.yielded >= self.fail_after:
                     raise ProviderError("Sandbox (offline) dropped the connection", provider="SANDBOX", status=502)
@@ -261,6 +270,18 @@ async def test_slow_upstream_gets_keep_alive_comments(app: Litestar, client: Asy
     assert response.text.count(": keep-alive") >= 3
     chunks = sse_events(response.text)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1]) == "[sandbox] You said: slow one"
+
+
+async def test_chunks_received_together_go_out_in_one_write(app: Litestar, client: AsyncTestClient[Litestar]) -> None:
+    script_sandbox(app, buffered=True)
+    request = ChatCompletionRequest(model="ROBIN_4", messages=[{"role": "user", "content": "all at once"}],
+                                    stream=True)
+    stream = await app.state.services.completions.open_stream(Principal(tenant_id="tenant-a"), request)
+    writes = [write async for write in stream.events()]
+    assert len(writes) == 2 and writes[1] == b"data: [DONE]\n\n"  # [DONE] stays a write of its own
+    chunks = sse_events(writes[0].decode())
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "[sandbox] You said: all at once"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "details" in chunks[-1]
 
 
 async def test_upstream_errors_keep_their_status_before_the_stream_starts(

@@ -80,6 +80,7 @@ class RecordedRequest:
     json: Any = None
     form: dict[str, str] | None = None
     status: int | None = None
+    peer: tuple[str, int] | None = None  # the client's address: one per TCP connection
 
     def query_dict(self) -> dict[str, str]:
         return dict(self.query)
@@ -241,7 +242,9 @@ class RoutedEmulator:
         path = request.scope["path"]
         method = request.method.upper()
         query = parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        record = RecordedRequest(method, path, query, {k.lower(): v for k, v in request.headers.items()})
+        peer = request.scope.get("client")
+        record = RecordedRequest(method, path, query, {k.lower(): v for k, v in request.headers.items()},
+                                 peer=(peer[0], peer[1]) if peer else None)
         with self.lock:
             self.requests.append(record)
         response = await self._dispatch(request, record)

@@ -145,6 +145,16 @@ async def test_full_lifecycle_to_a_model_that_answers(
     assert len(embedded["data"][0]["embedding"]) == 768
 
 
+async def test_streams_reuse_one_upstream_connection(provider: FireworksProvider, emulator: FireworksEmulator) -> None:
+    question = {"role": "user", "content": "Where is Lima?"}
+    for _ in range(3):
+        chunks = [c async for c in await provider.stream_chat_completion({
+            "model": "accounts/fireworks/models/qwen3-8b", "messages": [question]})]
+        assert "Lima" in "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    streams = emulator.router.requests_to("POST", r"^/inference/v1/chat/completions$")
+    assert len(streams) == 3 and len({r.peer for r in streams}) == 1
+
+
 async def test_duplicate_create_returns_the_same_job(
     provider: FireworksProvider, emulator: FireworksEmulator, train_file: Path
 ) -> None:

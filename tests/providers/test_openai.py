@@ -363,6 +363,16 @@ async def test_stream_errors_surface_before_the_first_chunk(provider: OpenAIProv
     assert caught.value.status == 404
 
 
+async def test_streams_reuse_one_upstream_connection(provider: OpenAIProvider, emulator: OpenAIEmulator) -> None:
+    question = {"role": "user", "content": "Where is Nairobi?"}
+    for _ in range(3):
+        chunks = [c async for c in await provider.stream_chat_completion({"model": "gpt-4o-mini",
+                                                                          "messages": [question]})]
+        assert chunks[-1]["usage"]["completion_tokens"] > 0
+    streams = emulator.router.requests_to("POST", r"/chat/completions$")
+    assert len(streams) == 3 and len({r.peer for r in streams}) == 1
+
+
 async def test_list_models_keeps_only_fine_tunable_snapshots(provider: OpenAIProvider) -> None:
     models = await provider.list_models()
     ids = {m.id for m in models}
