@@ -14,6 +14,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from finetune_service.api.etag import conditional, etag_of, not_modified
 from finetune_service.api.params import IdempotencyKey
+from finetune_service.api.streaming import STREAMED
 from finetune_service.auth import Principal
 from finetune_service.db.polling_reads import JobFilter
 from finetune_service.providers.base import JobStatus
@@ -116,7 +117,8 @@ class JobsController(Controller):
         await jobs.delete(principal, job_id)
         return {"id": job_id, "deleted": True}
 
-    @get("/{job_id:str}/stream", summary="Server-Sent Events with the job and its new events until it finishes")
+    @get("/{job_id:str}/stream", opt=STREAMED,
+         summary="Server-Sent Events with the job and its new events until it finishes")
     async def stream_job(
         self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]
     ) -> ServerSentEvent:

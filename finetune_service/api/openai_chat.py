@@ -15,6 +15,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
+from finetune_service.api.streaming import SSE_HEADERS, STREAMED
 from finetune_service.auth import Principal
 from finetune_service.errors import NotFound
 from finetune_service.schemas.completions import (
@@ -26,14 +27,13 @@ from finetune_service.schemas.completions import (
 )
 from finetune_service.services.completions import CompletionsService, decode_body, saved_response_view
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 
 class OpenAIController(Controller):
     path = "/v1"
     tags = ["openai-compatible"]
 
-    @post("/chat/completions", status_code=200, summary="Chat completion (OpenAI-compatible; stream=true for SSE)",
+    @post("/chat/completions", status_code=200, opt=STREAMED,
+          summary="Chat completion (OpenAI-compatible; stream=true for SSE)",
           description="Body: OpenAI's chat completion request (model, messages, max_tokens, temperature, top_p, "
                       "stop, n, stream, stream_options, user, tools, ...) plus `save_response` (default false). "
                       "`model`: `provider/model` (together/, fireworks/, openai/, sandbox/), one of your fine-tuned "

@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 
+from finetune_service.api.streaming import SSE_HEADERS, STREAMED
 from finetune_service.auth import Principal
 from finetune_service.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from finetune_service.schemas.retrieval import (
@@ -33,7 +34,6 @@ from finetune_service.schemas.retrieval import (
 from finetune_service.services.completions import decode_body
 from finetune_service.services.retrieval import RetrievalService, hit_view
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 READ_CHUNK = 1 << 20
 
 
@@ -143,7 +143,7 @@ class RetrievalController(Controller):
         await retrieval.delete_element(principal, folder_id, collection_name, element_id)
         return Deleted(message=f"Element {element_id!r} deleted.", deleted=1)
 
-    @post("/answer", status_code=200, summary="Answer from a folder's documents with any chat model",
+    @post("/answer", status_code=200, opt=STREAMED, summary="Answer from a folder's documents with any chat model",
           description="Retrieves up to `top` passages scoring at least `similarity_threshold`, then asks `model` "
                       "(any model /v1 accepts). `only_with_context: true` answers that nothing relevant was found, "
                       "without calling the model, when no passage qualifies. The answer is an OpenAI chat "

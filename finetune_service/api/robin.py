@@ -22,6 +22,7 @@ from litestar.response import Stream
 
 from finetune_service.api.datasets import upload_chunks
 from finetune_service.api.problems import EXCEPTION_HANDLERS
+from finetune_service.api.streaming import SSE_HEADERS, STREAMED
 from finetune_service.auth import Principal
 from finetune_service.errors import UnsupportedMediaType, ValidationFailed
 from finetune_service.schemas.retrieval import FolderFiles, SimilarResponse
@@ -63,7 +64,6 @@ from finetune_service.services.robin import (
     robin_events,
 )
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # The client shows the body only for these statuses (and 5xx); anything else becomes "Unknown error".
 _CLIENT_STATUSES = frozenset({400, 401, 403, 404, 409, 422, 429})
 
@@ -110,7 +110,8 @@ class RobinController(Controller):
     exception_handlers = {kind: _readable(handler) for kind, handler in EXCEPTION_HANDLERS.items()}
 
     # -- completions -------------------------------------------------------------------------
-    @post("/get-response", status_code=200, summary="RobinApi: chat completion, optionally grounded in a folder",
+    @post("/get-response", status_code=200, opt=STREAMED,
+          summary="RobinApi: chat completion, optionally grounded in a folder",
           description="`{model, conversation, max_new_tokens, stream, temperature, save_response, tools?}`; with "
                       "`folder_id` (and `top`, `similarity_threshold`, `only_with_context`) the answer is grounded "
                       "in that folder's documents. `stream: true` sends `event: update` events, a final event "
