@@ -2,16 +2,19 @@
 
 Usage:  python benchmarks/bench_load.py [--clients 200] [--duration 60] [--jobs 1000] [--rate 2000]
                                         [--backend sqlite|postgresql|both] [--processes 2]
-                                        [--sync-interval 3] [--list-share 0.2]
+                                        [--sync-interval 30] [--list-share 0.2]
 
 Setup: the service runs as `python -m finetune_service serve` subprocess(es) on loopback with
 FINETUNE_RATE_LIMIT=0, FINETUNE_SYNC_INTERVAL=<sync-interval> and a Sandbox step of an hour, so
 every job created stays active (the Sandbox keeps it in its first stage) and the scheduler keeps
 syncing all of them: each sync reads the Sandbox job and its events, writes the record and bumps
-its version (so its ETag changes). `--jobs` jobs are created through the API first.
+its version (so its ETag changes). `--jobs` jobs are created through the API first. The default
+sync interval is the service's own (30 s); a shorter one is a heavier, less realistic load (each
+sync costs ~3.7 ms of CPU on SQLite, so 1,000 jobs every 3 s alone would take more than a core).
 
-Load: `--clients` dashboard clients, each one raw HTTP/1.1 keep-alive connection (asyncio streams;
-no HTTP library, so the generator stays cheap next to the service on 2 cores), each polling at
+Load: `--clients` dashboard clients, each one raw HTTP/1.1 keep-alive connection opened before the
+window starts (asyncio streams; no HTTP library, so the generator stays cheap next to the service
+on 2 cores), each polling at
 `--rate / --clients` requests per second (open loop, evenly spaced, random phase): with
 probability `--list-share` the job list (`GET /api/finetune/jobs?limit=50`), otherwise one
 job's details (`GET /api/finetune/jobs/{id}`), always sending the ETag it last got for that URL
@@ -23,8 +26,10 @@ window, i.e. whose `updated_at` at the end of the window equals its `updated_at`
 (with a sync interval of S seconds and a window of D seconds each job should be synced about
 D/S times). Also printed: the age of each job's last sync at the end of the window.
 
-PostgreSQL: a throwaway database on 127.0.0.1:5432 (user postgres), created and dropped by this
-script; `--processes` service processes share it (and one data folder).
+`--processes` service processes (each on its own port, clients spread round-robin) share the
+database and one data folder. PostgreSQL: a throwaway database on 127.0.0.1:5432 (user postgres),
+created and dropped by this script. Also printed: the three seconds of the window with the worst
+p99, to tell a steady tail from a stall.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class Result:
     errors: int = 0
     error_kinds: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # seconds into the window, one per latency
     jobs: int = 0
     lost_updates: int = 0
     finished_jobs: int = 0
@@ -100,6 +106,14 @@ class Result:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
+    def worst_seconds(self, count: int = 3) -> list[tuple[int, float]]:
+        """(second of the window, p99 latency in ms of the requests sent in it), worst first."""
+        by_second: dict[int, list[float]] = {}
+        for sent, latency in zip(self.sent_at, self.latencies, strict=True):
+            by_second.setdefault(int(sent), []).append(latency)
+        p99 = {second: sorted(values)[int(0.99 * (len(values) - 1))] * 1000 for second, values in by_second.items()}
+        return sorted(p99.items(), key=lambda item: -item[1])[:count]
+
     def report(self) -> str:
         age = sorted(self.sync_age)
         lines = [
@@ -108,6 +122,7 @@ class Result:
             f"  requests      {self.requests} ({self.rps:,.0f} req/s)",
             f"  latency       p50 {self.percentile(0.50):.2f} ms   p90 {self.percentile(0.90):.2f} ms   "
             f"p99 {self.percentile(0.99):.2f} ms   max {self.percentile(1.0):.2f} ms",
+            "  worst seconds " + ", ".join(f"{second} s: p99 {ms:.0f} ms" for second, ms in self.worst_seconds()),
             f"  answers       200: {self.ok}   304: {self.not_modified} "
             f"({100 * self.not_modified / max(1, self.requests):.1f}%)   errors: {self.errors} "
             f"{dict(self.error_kinds) if self.error_kinds else ''}",
@@ -209,11 +224,13 @@ def services(config: Config, data_dir: Path, database_url: str | None) -> Iterat
     if database_url:
         env["FINETUNE_DATABASE_URL"] = database_url
     started: list[tuple[subprocess.Popen[bytes], int]] = []
+    # The services' logs go to a file: a pipe nobody reads fills up and blocks the service.
+    log = (data_dir / "service.log").open("wb")
     try:
         for _ in range(config.processes):  # one after the other: the first applies the migrations
             port = free_port()
             process = subprocess.Popen([sys.executable, "-m", "finetune_service", "serve", "--port", str(port)],
-                                       env=env, cwd=data_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                       env=env, cwd=data_dir, stdout=subprocess.DEVNULL, stderr=log)
             started.append((process, port))
             deadline = time.monotonic() + 60
             while True:
@@ -223,8 +240,7 @@ def services(config: Config, data_dir: Path, database_url: str | None) -> Iterat
                 except httpx.TransportError:
                     pass
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"service did not start: {process.stderr.read().decode()[-2000:]}"
-                                       if process.stderr else "service did not start")
+                    raise RuntimeError(f"service did not start: {(data_dir / 'service.log').read_text()[-2000:]}")
                 time.sleep(0.1)
         yield [(f"http://127.0.0.1:{port}", process.pid) for process, port in started]
     finally:
@@ -237,6 +253,7 @@ def services(config: Config, data_dir: Path, database_url: str | None) -> Iterat
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        log.close()
 
 
 # --- setup and measurement -----------------------------------------------------------------------
@@ -277,12 +294,12 @@ async def job_states(base: str) -> dict[str, tuple[str, str]]:
             after = page["next_cursor"]
 
 
-async def dashboard(host: str, port: int, job_ids: list[str], config: Config, until: float, result: Result,
+async def dashboard(connection: Connection, job_ids: list[str], config: Config, until: float, result: Result,
                     seed: int) -> None:
+    window_start = until - config.duration
     rng = random.Random(seed)
     interval = config.clients / config.rate
     etags: dict[str, str] = {}
-    connection = Connection(host, port)
     next_at = time.perf_counter() + rng.uniform(0, interval)
     try:
         while True:
@@ -304,6 +321,7 @@ async def dashboard(host: str, port: int, job_ids: list[str], config: Config, un
                 connection.close()
                 continue
             result.latencies.append(time.perf_counter() - started)
+            result.sent_at.append(started - window_start)
             result.requests += 1
             if status == 200:
                 result.ok += 1
@@ -332,11 +350,14 @@ async def measure(config: Config, bases: list[tuple[str, int]], result: Result) 
     before = await job_states(bases[0][0])
     cpu_before = [cpu_seconds(pid) for _, pid in bases]
     own_before = resource.getrusage(resource.RUSAGE_SELF)
+    targets = [(base.removeprefix("http://").split(":")[0], int(base.rsplit(":", 1)[1])) for base, _ in bases]
+    # Dashboards keep their connection open; connecting 200 at once is not what is measured.
+    connections = [Connection(*targets[i % len(targets)]) for i in range(config.clients)]
+    await asyncio.gather(*(connection.open() for connection in connections))
     wall = time.perf_counter()
     until = wall + config.duration
-    targets = [(base.removeprefix("http://").split(":")[0], int(base.rsplit(":", 1)[1])) for base, _ in bases]
-    await asyncio.gather(*(dashboard(*targets[i % len(targets)], job_ids, config, until, result, seed=i)
-                           for i in range(config.clients)))
+    await asyncio.gather(*(dashboard(connection, job_ids, config, until, result, seed=i)
+                           for i, connection in enumerate(connections)))
     elapsed = time.perf_counter() - wall
     own_after = resource.getrusage(resource.RUSAGE_SELF)
     result.client_cpu = (own_after.ru_utime + own_after.ru_stime - own_before.ru_utime - own_before.ru_stime) / elapsed
@@ -376,8 +397,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000, help="active jobs the scheduler keeps syncing")
     parser.add_argument("--rate", type=float, default=2000.0, help="target requests per second, all clients")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--processes", type=int, default=2, help="service processes on PostgreSQL")
-    parser.add_argument("--sync-interval", type=float, default=3.0)
+    parser.add_argument("--processes", type=int, default=2, help="service processes (one per core)")
+    parser.add_argument("--sync-interval", type=float, default=30.0, help="FINETUNE_SYNC_INTERVAL (its default)")
     parser.add_argument("--list-share", type=float, default=0.2, help="share of requests that list jobs")
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
@@ -385,7 +406,7 @@ def main() -> None:
           f"FINETUNE_SYNC_INTERVAL={args.sync_interval:g}", flush=True)
     for backend in backends:
         config = Config(clients=args.clients, duration=args.duration, jobs=args.jobs, rate=args.rate,
-                        backend=backend, processes=args.processes if backend == "postgresql" else 1,
+                        backend=backend, processes=args.processes,
                         sync_interval=args.sync_interval, list_share=args.list_share)
         print(run(config).report(), flush=True)
 
