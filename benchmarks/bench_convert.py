@@ -4,12 +4,13 @@ Usage:  python benchmarks/bench_convert.py --rows 1000000,5000000 [--baseline-ro
 Quick:  python benchmarks/bench_convert.py --rows 100000 --baseline-rows 10000
 A/B:    python benchmarks/bench_convert.py --cases csv,parquet --repeat 5 --no-reference --baseline-rows 0
 
---repeat runs the chosen cases in turn that many times and reports the median time (and the
-largest peak RSS): other processes sharing the CPU make single runs unreliable. Generated data is
-reused when it exists.
+--repeat runs the chosen cases in turn that many times and reports the median times (and the
+largest peak RSS), then every run's rows/s in order: other processes sharing the CPU make single
+runs unreliable. Generated data is reused when it exists.
 
-Every case runs in its own child process; wall time is measured inside the child and peak RSS
-comes from os.wait4's rusage of that child alone. Data and outputs go to benchmarks/out/
+Every case runs in its own child process; wall and CPU time (all its threads) are measured inside
+the child around the case, and peak RSS comes from os.wait4's rusage of that child alone. CPU time
+varies far less than wall time on a busy machine. Data and outputs go to benchmarks/out/
 (git-ignored). Cases:
   floor      plain streaming pyarrow CSV read (all columns as strings), nothing else
   csv        dataset_formats.convert CSV -> JSONL
@@ -160,9 +161,9 @@ def child(case: str, source: Path, output: Path, limit: int) -> None:
             generate_csv(source, limit)
         generate_parquet(source, output)
         return
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     rows = case_baseline(source, output, limit) if case == "baseline" else CASES[case](source, output)
-    print(json.dumps({"rows": rows, "seconds": time.perf_counter() - start}))
+    print(json.dumps({"rows": rows, "seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu_start}))
 
 
 # --- parent ------------------------------------------------------------------------------------
@@ -189,24 +190,29 @@ def report(name: str, result: dict[str, float], input_bytes: float) -> None:
     mb_s = input_bytes * fraction / seconds / 1e6
     print(
         f"  {name:<34} {rows:>9,.0f} rows {seconds:8.2f} s {rows / seconds:>11,.0f} rows/s "
-        f"{mb_s:8.1f} MB/s in  peak RSS {result['rss_mb']:7.1f} MB"
+        f"{mb_s:8.1f} MB/s in  CPU {result['cpu']:5.2f} s  peak RSS {result['rss_mb']:7.1f} MB"
     )
 
 
-def run_repeated(cases: list[tuple[str, Path, Path]], repeat: int) -> list[dict[str, float]]:
-    """Each case ``repeat`` times, interleaved; the median time and the largest peak RSS of each."""
+def run_repeated(
+    cases: list[tuple[str, Path, Path]], repeat: int
+) -> tuple[list[dict[str, float]], list[list[dict[str, float]]]]:
+    """Each case ``repeat`` times, interleaved; the median time and the largest peak RSS of each,
+    and every run."""
     runs: list[list[dict[str, float]]] = [[] for _ in cases]
     for _ in range(repeat):
         for runs_of_case, (case, source, output) in zip(runs, cases, strict=True):
             runs_of_case.append(run_case(case, source, output))
-    return [
+    medians = [
         {
             "rows": r[0]["rows"],
             "seconds": statistics.median(run["seconds"] for run in r),
+            "cpu": statistics.median(run["cpu"] for run in r),
             "rss_mb": max(run["rss_mb"] for run in r),
         }
         for r in runs
     ]
+    return medians, runs
 
 
 def bench(rows: int, baseline_rows: int, check_reference: bool, cases: list[str], repeat: int) -> None:
@@ -243,9 +249,14 @@ def bench(rows: int, baseline_rows: int, check_reference: bool, cases: list[str]
         "parquet": ("parquet", parquet, ours_parquet, "dataset_formats Parquet -> JSONL", parquet.stat().st_size),
     }
     chosen = [plan[case] for case in cases]
-    results = dict(zip(cases, run_repeated([(c, src, out) for c, src, out, _, _ in chosen], repeat), strict=True))
+    medians, runs = run_repeated([(c, src, out) for c, src, out, _, _ in chosen], repeat)
+    results = dict(zip(cases, medians, strict=True))
     for case, (_, _, _, label, input_bytes) in zip(cases, chosen, strict=True):
         report(label, results[case], input_bytes)
+    if repeat > 1:
+        for case, runs_of_case in zip(cases, runs, strict=True):
+            rates = ", ".join(f"{run['rows'] / run['seconds']:,.0f} ({run['cpu']:.2f} s CPU)" for run in runs_of_case)
+            print(f"  {case} runs (rows/s, in order): {rates}")
     if "csv" in results:
         output_mb = ours_csv.stat().st_size / 1e6
         ratio = (f"; CSV convert / floor time: {results['csv']['seconds'] / results['floor']['seconds']:.2f}x"

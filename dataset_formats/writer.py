@@ -66,10 +66,12 @@ class AtomicJsonlWriter:
     ) -> None:
         assert self._file is not None and self._temp is not None
         try:
-            if kind is None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            self._file.close()
+            try:
+                if kind is None:
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+            finally:
+                self._file.close()
             if kind is None:
                 os.replace(self._temp, self.path)
                 _fsync_directory(self.path.parent)

@@ -4,6 +4,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dataset_formats.convert import ConversionOptions, convert
@@ -41,6 +43,16 @@ def test_malformed_file_leaves_no_output(tmp_path: Path) -> None:
         convert(source, out, ConversionOptions())
     assert info.value.row == 11
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+
+
+def test_parquet_with_invalid_utf8_leaves_no_output(tmp_path: Path) -> None:
+    answers = [b"a"] * 50 + [b"\xff"] + [b"a"] * 5  # found after earlier batches were written
+    source = tmp_path / "a.parquet"
+    table = pa.table({"question": ["q"] * 56, "answer": pa.array(answers, pa.binary()).view(pa.string())})
+    pq.write_table(table, source)
+    with pytest.raises(MalformedFile, match="UTF8"):
+        convert(source, tmp_path / "o.jsonl", ConversionOptions(), batch_rows=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet"]
 
 
 def test_missing_roles_are_mapping_errors(tmp_path: Path) -> None:

@@ -7,9 +7,12 @@ import json
 import tempfile
 from pathlib import Path
 
+import msgspec
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dataset_formats.columnar import escape
 from dataset_formats.convert import ConversionOptions, convert
 from dataset_formats.splits import SplitSpec
 
@@ -60,3 +63,17 @@ def test_split_parts_partition_the_rows(rows: list[tuple[str, str]], seed: int, 
                                                {"role": "assistant", "content": a}]},
                                  ensure_ascii=False, separators=(",", ":")) for q, a in rows)
     assert sorted(seen) == expected
+
+
+# Mostly characters that need escaping, so they often start or end a value or follow each other.
+escapable = st.text(alphabet=st.sampled_from([chr(c) for c in range(0x20)] + ['"', "\\", "a", "é", "🚀"]), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(escapable, min_size=1, max_size=30), data=st.data())
+def test_escape_matches_msgspec(values: list[str], data: st.DataObject) -> None:
+    array = pa.array([v.encode() for v in values], pa.binary())
+    start = data.draw(st.integers(0, len(values) - 1))
+    stop = data.draw(st.integers(start, len(values)))
+    expected = [msgspec.json.encode(v)[1:-1] for v in values[start:stop]]
+    assert escape(array.slice(start, stop - start)).to_pylist() == expected

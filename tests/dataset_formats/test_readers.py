@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -274,3 +275,14 @@ def test_parquet_with_many_small_row_groups_reads_every_row_in_order(tmp_path: P
     path = tmp_path / "small_groups.parquet"
     pq.write_table(pa.table({"n": list(range(1000))}), path, row_group_size=7)
     assert [int(r["n"] or -1) for r in rows(path, batch_rows=50)] == list(range(1000))
+
+
+def test_parquet_with_invalid_utf8_is_malformed(tmp_path: Path) -> None:
+    # Writers can store bytes that are not UTF-8 in a string column; they are checked on other threads.
+    values = [b"fine"] * 20 + [b"caf\xe9"] + [b"fine"] * 5
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"s": pa.array(values, pa.binary()).view(pa.string())}), path, row_group_size=8)
+    batches = iter_batches(path, batch_rows=4)
+    assert [b.num_rows for b in itertools.islice(batches, 5)] == [4] * 5  # the rows before it
+    with pytest.raises(MalformedFile, match=r"Cannot read the Parquet file: .*UTF8"):
+        next(batches)

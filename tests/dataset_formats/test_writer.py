@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
+from dataset_formats import writer as writer_module
 from dataset_formats.writer import AtomicJsonlWriter
 
 
@@ -30,3 +33,16 @@ def test_exception_mid_write_leaves_no_target_and_no_temp_file(tmp_path: Path, e
     assert [p.name for p in tmp_path.iterdir()] == (["out.jsonl"] if existing else [])
     if existing:
         assert target.read_text() == "previous\n"
+
+
+def test_failure_while_finishing_closes_and_removes_the_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer_module.os, "fsync", full_disk)
+    open_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="No space"), AtomicJsonlWriter(tmp_path / "out.jsonl") as writer:
+        writer.write(b"line\n")
+    assert list(tmp_path.iterdir()) == [] and len(os.listdir("/proc/self/fd")) == open_before
