@@ -34,6 +34,4 @@ def not_modified(request: Request[Any, Any, Any], etag: str) -> Response[Any] | 
 
 
 def conditional(request: Request[Any, Any, Any], etag: str, body: T) -> Response[T | None]:
-    if _matches(request, etag):
-        return Response(content=None, status_code=304, headers=_headers(etag))
-    return Response(content=body, headers=_headers(etag))
+    return not_modified(request, etag) or Response(content=body, headers=_headers(etag))

@@ -35,10 +35,13 @@ async def job_list_response(
     """A page of jobs with an ETag over its (id, version) pairs: an unchanged page is a 304 from one
     indexed read, and a changed one loads only the jobs whose version is not cached yet."""
     index = await jobs.index(principal, query)
-    if (unchanged := not_modified(request, _list_etag(index.total, index.has_more, index.entries))) is not None:
+    index_etag = _list_etag(index.total, index.has_more, index.entries)
+    if (unchanged := not_modified(request, index_etag)) is not None:
         return unchanged
     views = await jobs.index_views(principal, index)
-    etag = _list_etag(index.total, index.has_more, [(v.view.id, v.version) for v in views])
+    # The body's own ETag: it differs from the index's only if a job changed or went in between.
+    loaded = [(v.view.id, v.version) for v in views]
+    etag = index_etag if loaded == index.entries else _list_etag(index.total, index.has_more, loaded)
     body = JobList(jobs=[v.view for v in views], total=index.total, has_more=index.has_more,
                    next_cursor=views[-1].view.id if index.has_more and views else None)
     return conditional(request, etag, body)
