@@ -57,11 +57,20 @@ def iter_jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             try:
                 value = decoder.decode(raw)
-            except msgspec.DecodeError as exc:
-                raise MalformedFile(f"Invalid JSON: {exc}", line=line_number) from exc
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                raise _line_problem(raw, exc, line_number) from exc
             if not isinstance(value, dict):
                 raise MalformedFile(f"Each line must be a JSON object, found {type(value).__name__}", line=line_number)
             yield value
+
+
+def _line_problem(raw: bytes, exc: Exception, line_number: int) -> MalformedFile:
+    """Bad bytes are named as such, the same way whichever layer (msgspec or the codec) noticed them."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return MalformedFile(f"The file is not valid UTF-8 ({bad.reason})", line=line_number)
+    return MalformedFile(f"Invalid JSON: {exc}", line=line_number)
 
 
 class _TextBuffer:

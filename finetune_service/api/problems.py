@@ -17,6 +17,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 from litestar.types import ExceptionHandlersMap
+from litestar.utils.scope.state import ScopeState
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from finetune_service.errors import DomainError, kind_of, retry_after_of
@@ -126,6 +127,8 @@ def _body_limit(request: Request[Any, Any, Any]) -> int | None:
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= 500:
         return _unexpected(request, exc)
+    if exc.status_code == 400 and exc.detail == "Invalid UTF-8 encoded string":
+        return _undecodable_json(request)
     detail = exc.detail
     if exc.status_code == 404 and detail in ("Not Found", ""):
         detail = f"No route for {request.method} {request.url.path}; see /schema for the API."
@@ -150,6 +153,18 @@ def _undecodable(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Re
         f"{exc.start}). Send text as UTF-8, and a file as a multipart file part with a filename "
         "(e.g. curl -F file=@data.csv).",
     )
+
+
+def _undecodable_json(request: Request[Any, Any, Any]) -> Response[Any]:
+    """msgspec (>= 0.23) reports bad UTF-8 in a JSON body itself, without saying where; the body
+    Litestar already read says where, so the answer is the same as for any other undecodable text."""
+    body = ScopeState.from_scope(request.scope).body
+    try:
+        (body if isinstance(body, bytes) else b"").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _undecodable(request, exc)
+    return error_response(request, status=400, slug="invalid-encoding", title="Invalid encoding",
+                          detail="The request has text that is not valid UTF-8. Send text as UTF-8.")
 
 
 def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -620,13 +620,11 @@ async def test_invalid_utf8_is_refused_with_a_clear_message(client: AsyncTestCli
                                                                "(line 2)")
     jsonl = await upload(client, content=b'{"messages": [{"role": "user", "content": "\xff"}]}\n',
                          filename="bad.jsonl")
-    # The JSONL reader passes Python's codec message through (no line number): see the report.
-    assert (jsonl.status_code, message(jsonl)) == (
-        422, "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte")
+    assert (jsonl.status_code, message(jsonl)) == (422, "The file is not valid UTF-8 (invalid start byte) (line 1)")
     body = await client.post(f"{BASE}/projects", content=b'{"name": "\xff\xfe"}',
                              headers={**AUTH_A, "Content-Type": "application/json"})
-    assert (body.status_code, message(body)) == (
-        400, "The request has text that is not valid UTF-8 (byte 0xff at position 0). Send text as UTF-8, and a "
+    assert (body.status_code, message(body)) == (  # position 10 of the body: the byte after {"name": "
+        400, "The request has text that is not valid UTF-8 (byte 0xff at position 10). Send text as UTF-8, and a "
              "file as a multipart file part with a filename (e.g. curl -F file=@data.csv).")
     # A 'file' part without a filename is a text field: raw bytes there used to be a 500 (fixed in problems.py).
     field = await client.post(f"{BASE}/upload-dataset", content=(
