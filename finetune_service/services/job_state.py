@@ -4,6 +4,7 @@ each status change and provider event recorded once, and per-job backoff on fail
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,22 +26,30 @@ def backoff_seconds(failures: int, retry_after: float | None = None) -> float:
     return max(retry_after or 0.0, random.uniform(ceiling / 2, ceiling))
 
 
+async def known_dedupe_keys(session: AsyncSession, job_ids: Sequence[str]) -> dict[str, set[str]]:
+    """The dedupe keys of several jobs' events in one read (a sync tick applies a batch at once)."""
+    keys: dict[str, set[str]] = {job_id: set() for job_id in job_ids}
+    rows = await session.execute(select(col(JobEvent.job_id), col(JobEvent.dedupe_key)).where(
+        col(JobEvent.job_id).in_(list(job_ids)), col(JobEvent.dedupe_key).isnot(None)))
+    for job_id, key in rows:
+        if key:
+            keys[job_id].add(key)
+    return keys
+
+
 @dataclass
 class EventRecorder:
-    """Adds a job's events within one session; the job's dedupe keys are read once, not per event."""
+    """Adds a job's events within one session; the job's dedupe keys are read once, not per event
+    (or handed in, already read for a whole batch)."""
 
     session: AsyncSession
     job: Job
-    _keys: set[str] | None = None
+    keys: set[str] | None = None
 
     async def _known(self) -> set[str]:
-        if self._keys is None:
-            query = select(col(JobEvent.dedupe_key)).where(
-                col(JobEvent.job_id) == self.job.id, col(JobEvent.dedupe_key).isnot(None)
-            )
-            rows = await self.session.execute(query)
-            self._keys = {key for key in rows.scalars() if key}
-        return self._keys
+        if self.keys is None:
+            self.keys = (await known_dedupe_keys(self.session, [self.job.id]))[self.job.id]
+        return self.keys
 
     async def add(
         self, type_: str, message: str, *, level: str = "info", dedupe_key: str | None = None,
@@ -86,7 +95,8 @@ async def move_to(
 
 
 async def apply_provider_job(
-    session: AsyncSession, job: Job, remote: ProviderJob, events: list[ProviderEvent], sync_interval: float
+    session: AsyncSession, job: Job, remote: ProviderJob, events: list[ProviderEvent], sync_interval: float,
+    recorder: EventRecorder | None = None,
 ) -> None:
     job.provider_job_id = remote.id
     job.raw_status = remote.raw_status
@@ -102,7 +112,7 @@ async def apply_provider_job(
         job.started_at = remote.started_at
     if remote.finished_at and remote.status.finished:
         job.finished_at = remote.finished_at
-    recorder = EventRecorder(session, job)
+    recorder = recorder or EventRecorder(session, job)
     for event in events:
         await recorder.add(event.type, event.message, level=event.level, dedupe_key=f"provider:{event.id}",
                            created_at=event.created_at)
@@ -119,12 +129,14 @@ async def apply_provider_job(
     touch(job)
 
 
-async def record_failure(session: AsyncSession, job: Job, error: ProviderError, doing: str) -> float:
+async def record_failure(
+    session: AsyncSession, job: Job, error: ProviderError, doing: str, recorder: EventRecorder | None = None
+) -> float:
     """Back off this job only; other jobs keep syncing. Returns the delay chosen."""
     job.sync_failures += 1
     delay = backoff_seconds(job.sync_failures, error.retry_after)
     job.next_sync_at = utcnow() + timedelta(seconds=delay)
-    await EventRecorder(session, job).add(
+    await (recorder or EventRecorder(session, job)).add(
         "retry", f"{doing} failed ({error.status}: {error.detail}); attempt {job.sync_failures}, "
         f"retrying in {delay:.1f}s", level="warning",
     )

@@ -8,6 +8,7 @@ launch or sync the same job at once; provider calls happen outside any transacti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Sequence
@@ -17,18 +18,35 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from finetune_service.db.engine import Database
 from finetune_service.db.tables import DatasetOutput, Job, utcnow
 from finetune_service.errors import ProviderError
-from finetune_service.providers.base import CreateJobRequest, FineTuneProvider, JobStatus, ProviderName
-from finetune_service.services.job_state import EventRecorder, apply_provider_job, move_to, record_failure, touch
+from finetune_service.providers.base import (
+    CreateJobRequest,
+    FineTuneProvider,
+    JobStatus,
+    ProviderEvent,
+    ProviderJob,
+    ProviderName,
+)
+from finetune_service.services.job_state import (
+    EventRecorder,
+    apply_provider_job,
+    known_dedupe_keys,
+    move_to,
+    record_failure,
+    touch,
+)
 from finetune_service.storage import DatasetStore
 
 log = logging.getLogger(__name__)
 
 FINISHED = [s.value for s in JobStatus if s.finished]
+# A job's state and events as its provider reported them.
+Fetched = tuple[ProviderJob, list[ProviderEvent]]
 
 
 @dataclass(frozen=True)
@@ -77,19 +95,32 @@ class JobSync:
             pick = pick.with_for_update(skip_locked=True)
         lease_until = utcnow() + timedelta(seconds=self.lease_seconds)
         async with self.database.session() as session:
-            await session.execute(
+            rows = await session.scalars(
                 update(Job).where(col(Job.id).in_(pick.scalar_subquery()), due)
-                .values(lease_owner=token, lease_until=lease_until).execution_options(synchronize_session=False)
+                .values(lease_owner=token, lease_until=lease_until).returning(Job)
+                .execution_options(synchronize_session=False)
             )
-        async with self.database.session() as session:
-            rows = await session.execute(select(Job).where(col(Job.lease_owner) == token))
-            return list(rows.scalars())
+            return sorted(rows, key=lambda job: job.created_at)
 
     async def tick(self) -> TickReport:
+        """Advance every due job: launches one by one, syncs fetched concurrently and then written
+        in one transaction (per-job transactions made the writers of several processes queue on
+        SQLite's lock and kept dashboards' reads waiting behind them)."""
         jobs = await self.claim()
         limit = asyncio.Semaphore(self.concurrency)
-        outcomes = await asyncio.gather(*(self._guarded(job, limit) for job in jobs))
-        return TickReport(tuple(job.id for job in jobs), sum(outcomes), len(jobs) - sum(outcomes))
+        to_sync = [job for job in jobs if job.provider_job_id is not None]
+        launched, fetched = await asyncio.gather(
+            asyncio.gather(*(self._guarded(job, limit) for job in jobs if job.provider_job_id is None)),
+            asyncio.gather(*(self._fetch_guarded(job, limit) for job in to_sync)),
+        )
+        try:
+            await self._apply(list(zip(to_sync, fetched, strict=True)))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._release_all([job.id for job in to_sync])
+            raise
+        ok = sum(launched) + sum(isinstance(outcome, tuple) for outcome in fetched)
+        return TickReport(tuple(job.id for job in jobs), ok, len(jobs) - ok)
 
     async def _guarded(self, job: Job, limit: asyncio.Semaphore) -> bool:
         async with limit:
@@ -102,6 +133,15 @@ class JobSync:
                 log.exception("syncing job %s failed unexpectedly", job.id)
                 await self._release(job.id)
                 return False
+
+    async def _fetch_guarded(self, job: Job, limit: asyncio.Semaphore) -> Fetched | ProviderError | None:
+        """None: an unexpected failure, logged; the job is only released and retried next tick."""
+        async with limit:
+            try:
+                return await self._fetch(job)
+            except Exception:
+                log.exception("syncing job %s failed unexpectedly", job.id)
+                return None
 
     async def advance(self, job: Job) -> None:
         """Launch a job still `creating`, or sync one already at its provider. Caller holds the lease."""
@@ -133,17 +173,31 @@ class JobSync:
     async def _release(self, job_id: str) -> None:
         await self._update(job_id, lease_owner=None, lease_until=None)
 
+    async def _release_all(self, job_ids: list[str]) -> None:
+        if job_ids:
+            async with self.database.session() as session:
+                await session.execute(update(Job).where(col(Job.id).in_(job_ids))
+                                      .values(lease_owner=None, lease_until=None)
+                                      .execution_options(synchronize_session=False))
+
+    @staticmethod
+    async def _record_error(
+        session: AsyncSession, row: Job, error: ProviderError, doing: str, recorder: EventRecorder | None = None
+    ) -> None:
+        if error.retryable:
+            await record_failure(session, row, error, doing, recorder)
+        else:
+            row.error = error.detail
+            await move_to(session, row, JobStatus.FAILED, f"{doing} failed: {error.detail}", level="error",
+                          recorder=recorder)
+            touch(row)
+        row.lease_owner = row.lease_until = None
+
     async def _fail(self, job_id: str, error: ProviderError, doing: str) -> None:
         async with self.database.session() as session:
             row = await session.get(Job, job_id)
             assert row is not None
-            if error.retryable:
-                await record_failure(session, row, error, doing)
-            else:
-                row.error = error.detail
-                await move_to(session, row, JobStatus.FAILED, f"{doing} failed: {error.detail}", level="error")
-                touch(row)
-            row.lease_owner = row.lease_until = None
+            await self._record_error(session, row, error, doing)
 
     async def launch(self, job: Job) -> None:
         """Start the job at its provider exactly once: find it first (a crash or timeout may have
@@ -181,17 +235,36 @@ class JobSync:
             await apply_provider_job(session, row, remote, events, self.sync_interval)
             row.lease_owner = row.lease_until = None
 
-    async def sync(self, job: Job) -> None:
+    async def _fetch(self, job: Job) -> Fetched | ProviderError:
         provider = self._provider(job)
         assert job.provider_job_id is not None
         try:
-            remote = await provider.get_job(job.provider_job_id)
-            events = await provider.list_events(job.provider_job_id)
+            return await provider.get_job(job.provider_job_id), await provider.list_events(job.provider_job_id)
         except ProviderError as error:
-            await self._fail(job.id, error, f"Syncing from {provider.display_name}")
-            raise
+            return error
+
+    async def _apply(self, outcomes: list[tuple[Job, Fetched | ProviderError | None]]) -> None:
+        """Write what was fetched for several jobs in one transaction and release their leases."""
+        if not outcomes:
+            return
+        ids = [job.id for job, _ in outcomes]
         async with self.database.session() as session:
-            row = await session.get(Job, job.id)
-            assert row is not None
-            await apply_provider_job(session, row, remote, events, self.sync_interval)
-            row.lease_owner = row.lease_until = None
+            rows = {row.id: row for row in (await session.execute(select(Job).where(col(Job.id).in_(ids)))).scalars()}
+            keys = await known_dedupe_keys(session, ids)
+            for job, outcome in outcomes:
+                row = rows.get(job.id)
+                if row is None:  # deleted while its provider was asked
+                    continue
+                recorder = EventRecorder(session, row, keys[job.id])
+                if isinstance(outcome, ProviderError):
+                    doing = f"Syncing from {self._provider(job).display_name}"
+                    await self._record_error(session, row, outcome, doing, recorder)
+                elif outcome is not None:
+                    await apply_provider_job(session, row, *outcome, self.sync_interval, recorder)
+                row.lease_owner = row.lease_until = None
+
+    async def sync(self, job: Job) -> None:
+        outcome = await self._fetch(job)
+        await self._apply([(job, outcome)])
+        if isinstance(outcome, ProviderError):
+            raise outcome
