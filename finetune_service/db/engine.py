@@ -46,7 +46,7 @@ class Database:
         self.url = url
         self.engine = create_engine(url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.polling = polling_reads_for(url)
+        self.polling = polling_reads_for(url, self._sessions)
 
     @property
     def is_sqlite(self) -> bool:

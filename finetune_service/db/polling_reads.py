@@ -10,6 +10,12 @@ included, keeps going through the ORM.
 SQLite: one stdlib connection used on the event loop thread. The queries are index lookups that
 finish in microseconds, WAL readers never wait for the writer, and a thread hop would cost more
 than the query. PostgreSQL: a small asyncpg pool of its own.
+
+A changed job still has to be loaded whole (`jobs`), and that goes through the ORM for its column
+types. On SQLite it runs in a synchronous session on the same event-loop connection: through
+aiosqlite it took five or six thread hops, and under load (the scheduler's writes keep other
+aiosqlite threads busy) each hop waited its turn, so polled reads stalled for 0.3-2 s. On
+PostgreSQL asyncpg needs no threads, so the async session serves.
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+from sqlmodel import col
+
+from finetune_service.db.tables import Job
 
 # A reader never waits long for a lock it should never meet: WAL readers are only ever held up by
 # crash recovery or an exclusive checkpoint, and then the request is better off as a quick 503.
@@ -67,6 +80,14 @@ class PollingReads(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    @abstractmethod
+    async def jobs(self, tenant_id: str, job_ids: Sequence[str]) -> list[Job]:
+        """The tenant's jobs among `job_ids`, whole and detached; missing or foreign ids are left out."""
+
+    @staticmethod
+    def _jobs_query(tenant_id: str, job_ids: Sequence[str]) -> Any:
+        return select(Job).where(col(Job.tenant_id) == tenant_id, col(Job.id).in_(list(job_ids)))
+
     async def job_version(self, tenant_id: str, job_id: str) -> int | None:
         row = await self._one("SELECT version FROM jobs WHERE id = ? AND tenant_id = ?", (job_id, tenant_id))
         return int(row[0]) if row is not None else None
@@ -109,6 +130,7 @@ class SqlitePollingReads(PollingReads):
     def __init__(self, path: str) -> None:
         self._path = path
         self._connection: sqlite3.Connection | None = None
+        self._orm = create_engine("sqlite://", creator=self._connect, poolclass=StaticPool)
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -125,7 +147,12 @@ class SqlitePollingReads(PollingReads):
     async def _all(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         return list(self._connect().execute(sql, params).fetchall())
 
+    async def jobs(self, tenant_id: str, job_ids: Sequence[str]) -> list[Job]:
+        with Session(self._orm) as session:
+            return list(session.scalars(self._jobs_query(tenant_id, job_ids)))
+
     async def close(self) -> None:
+        self._orm.dispose()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -146,8 +173,9 @@ async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
 
 
 class PostgresPollingReads(PollingReads):
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._dsn = dsn
+        self._sessions = sessions
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._statements: dict[str, str] = {}
@@ -175,15 +203,20 @@ class PostgresPollingReads(PollingReads):
         pool = await self._acquire_pool()
         return list(await pool.fetch(self._sql(sql), *params))
 
+    async def jobs(self, tenant_id: str, job_ids: Sequence[str]) -> list[Job]:
+        async with self._sessions() as session:
+            return list(await session.scalars(self._jobs_query(tenant_id, job_ids)))
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
 
-def polling_reads_for(url: str) -> PollingReads:
-    """From the SQLAlchemy URL the engine uses (sqlite+aiosqlite:///path or postgresql+asyncpg://...)."""
+def polling_reads_for(url: str, sessions: async_sessionmaker[AsyncSession]) -> PollingReads:
+    """From the SQLAlchemy URL the engine uses (sqlite+aiosqlite:///path or postgresql+asyncpg://...)
+    and that engine's sessions."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return SqlitePollingReads(parsed.database or "")
-    return PostgresPollingReads(parsed.set(drivername="postgresql").render_as_string(hide_password=False))
+    return PostgresPollingReads(parsed.set(drivername="postgresql").render_as_string(hide_password=False), sessions)

@@ -162,7 +162,12 @@ class JobsService:
     async def view(self, principal: Principal, job_id: str, version: int) -> VersionedView:
         """The job's view at `version`, or newer if it changed since that version was read."""
         cached = self.views.get(principal.tenant_id, job_id, version)
-        return cached or self.views.put(await self.get(principal, job_id))
+        if cached is not None:
+            return cached
+        rows = await self.database.polling.jobs(principal.tenant_id, [job_id])
+        if not rows:
+            raise NotFound(f"Job {job_id!r} does not exist", param="job_id")
+        return self.views.put(rows[0])
 
     async def index(self, principal: Principal, query: JobFilter) -> JobIndex:
         """One page of the tenant's jobs as (id, version) pairs, newest first."""
@@ -176,10 +181,7 @@ class JobsService:
     async def _rows(self, principal: Principal, job_ids: list[str]) -> dict[str, Job]:
         if not job_ids:
             return {}
-        async with self.database.session() as session:
-            rows = await session.execute(select(Job).where(
-                col(Job.tenant_id) == principal.tenant_id, col(Job.id).in_(job_ids)))
-            return {job.id: job for job in rows.scalars()}
+        return {job.id: job for job in await self.database.polling.jobs(principal.tenant_id, job_ids)}
 
     async def index_views(self, principal: Principal, index: JobIndex) -> list[VersionedView]:
         """The views of a page, loading only the jobs whose version is not cached yet. A job
