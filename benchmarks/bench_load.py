@@ -2,7 +2,7 @@
 
 Usage:  python benchmarks/bench_load.py [--clients 200] [--duration 60] [--jobs 1000] [--rate 2000]
                                         [--backend sqlite|postgresql|both] [--processes 2]
-                                        [--sync-interval 30] [--list-share 0.2]
+                                        [--sync-interval 30] [--list-share 0.2] [--warmup 5]
 
 Setup: the service runs as `python -m finetune_service serve` subprocess(es) on loopback with
 FINETUNE_RATE_LIMIT=0, FINETUNE_SYNC_INTERVAL=<sync-interval> and a Sandbox step of an hour, so
@@ -72,6 +72,7 @@ class Config:
     processes: int = 1
     sync_interval: float = 3.0
     list_share: float = 0.2
+    warmup: float = 5.0
     quiet: bool = False
 
 
@@ -88,6 +89,8 @@ class Result:
     error_kinds: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     sent_at: list[float] = field(default_factory=list)  # seconds into the window, one per latency
+    warmup: float = 0.0
+    warmup_latencies: list[float] = field(default_factory=list)
     jobs: int = 0
     lost_updates: int = 0
     finished_jobs: int = 0
@@ -100,10 +103,10 @@ class Result:
     def rps(self) -> float:
         return self.requests / self.duration
 
-    def percentile(self, q: float) -> float:
-        if not self.latencies:
+    def percentile(self, q: float, latencies: list[float] | None = None) -> float:
+        ordered = sorted(self.latencies if latencies is None else latencies)
+        if not ordered:
             return float("nan")
-        ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
     def worst_seconds(self, count: int = 3) -> list[tuple[int, float]]:
@@ -123,6 +126,10 @@ class Result:
             f"  latency       p50 {self.percentile(0.50):.2f} ms   p90 {self.percentile(0.90):.2f} ms   "
             f"p99 {self.percentile(0.99):.2f} ms   max {self.percentile(1.0):.2f} ms",
             "  worst seconds " + ", ".join(f"{second} s: p99 {ms:.0f} ms" for second, ms in self.worst_seconds()),
+            f"  warm-up       {self.warmup:.0f} s before the window, not counted above: "
+            f"{len(self.warmup_latencies)} requests, p50 {self.percentile(0.5, self.warmup_latencies):.2f} ms, "
+            f"p99 {self.percentile(0.99, self.warmup_latencies):.2f} ms, "
+            f"max {self.percentile(1.0, self.warmup_latencies):.2f} ms",
             f"  answers       200: {self.ok}   304: {self.not_modified} "
             f"({100 * self.not_modified / max(1, self.requests):.1f}%)   errors: {self.errors} "
             f"{dict(self.error_kinds) if self.error_kinds else ''}",
@@ -296,6 +303,7 @@ async def job_states(base: str) -> dict[str, tuple[str, str]]:
 
 async def dashboard(connection: Connection, job_ids: list[str], config: Config, until: float, result: Result,
                     seed: int) -> None:
+    """Polls until `until`; what it sends before the window (the warm-up) is kept apart."""
     window_start = until - config.duration
     rng = random.Random(seed)
     interval = config.clients / config.rate
@@ -315,10 +323,17 @@ async def dashboard(connection: Connection, job_ids: list[str], config: Config, 
             try:
                 status, etag, _ = await connection.get(path, etags.get(path))
             except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                connection.close()
+                if started < window_start:
+                    continue
                 result.requests += 1
                 result.errors += 1
                 result.error_kinds[type(error).__name__] += 1
-                connection.close()
+                continue
+            if etag:
+                etags[path] = etag
+            if started < window_start:
+                result.warmup_latencies.append(time.perf_counter() - started)
                 continue
             result.latencies.append(time.perf_counter() - started)
             result.sent_at.append(started - window_start)
@@ -330,8 +345,6 @@ async def dashboard(connection: Connection, job_ids: list[str], config: Config, 
             else:
                 result.errors += 1
                 result.error_kinds[str(status)] += 1
-            if etag:
-                etags[path] = etag
     finally:
         connection.close()
 
@@ -347,17 +360,22 @@ async def measure(config: Config, bases: list[tuple[str, int]], result: Result) 
     result.jobs = len(job_ids)
     # Let the first sync pass over the new jobs settle before the window opens.
     await asyncio.sleep(min(config.sync_interval, 5.0))
-    before = await job_states(bases[0][0])
-    cpu_before = [cpu_seconds(pid) for _, pid in bases]
-    own_before = resource.getrusage(resource.RUSAGE_SELF)
     targets = [(base.removeprefix("http://").split(":")[0], int(base.rsplit(":", 1)[1])) for base, _ in bases]
     # Dashboards keep their connection open; connecting 200 at once is not what is measured.
     connections = [Connection(*targets[i % len(targets)]) for i in range(config.clients)]
     await asyncio.gather(*(connection.open() for connection in connections))
+    # Dashboards have been polling before anyone measures: the warm-up fills the view caches of every
+    # process and grows the connection pools, and is reported apart.
+    result.warmup = config.warmup
+    until = time.perf_counter() + config.warmup + config.duration
+    polling = [asyncio.ensure_future(dashboard(connection, job_ids, config, until, result, seed=i))
+               for i, connection in enumerate(connections)]
+    await asyncio.sleep(config.warmup)
+    before = await job_states(bases[0][0])
+    cpu_before = [cpu_seconds(pid) for _, pid in bases]
+    own_before = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.perf_counter()
-    until = wall + config.duration
-    await asyncio.gather(*(dashboard(connection, job_ids, config, until, result, seed=i)
-                           for i, connection in enumerate(connections)))
+    await asyncio.gather(*polling)
     elapsed = time.perf_counter() - wall
     own_after = resource.getrusage(resource.RUSAGE_SELF)
     result.client_cpu = (own_after.ru_utime + own_after.ru_stime - own_before.ru_utime - own_before.ru_stime) / elapsed
@@ -400,6 +418,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="service processes (one per core)")
     parser.add_argument("--sync-interval", type=float, default=30.0, help="FINETUNE_SYNC_INTERVAL (its default)")
     parser.add_argument("--list-share", type=float, default=0.2, help="share of requests that list jobs")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of polling before the window")
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     print(f"bench_load: {os.cpu_count()} cores, target {args.rate:,.0f} req/s, "
@@ -407,7 +426,7 @@ def main() -> None:
     for backend in backends:
         config = Config(clients=args.clients, duration=args.duration, jobs=args.jobs, rate=args.rate,
                         backend=backend, processes=args.processes,
-                        sync_interval=args.sync_interval, list_share=args.list_share)
+                        sync_interval=args.sync_interval, list_share=args.list_share, warmup=args.warmup)
         print(run(config).report(), flush=True)
 
 
