@@ -222,7 +222,17 @@ class JobsService:
                 touch(row)
             return await self.get(principal, job_id)
         provider = self.catalog.provider(job.provider)
-        remote = await provider.cancel_job(job.provider_job_id)
+        try:
+            remote = await provider.cancel_job(job.provider_job_id)
+        except ProviderError as error:
+            # The job may have finished at the provider since our last sync: say so, as if we had known.
+            if error.retryable:
+                raise
+            now = await self.refresh(principal, job_id)
+            if JobStatus(now.status).finished:
+                raise Conflict(f"Job {job_id} is already {now.status}; only unfinished jobs can be cancelled") \
+                    from error
+            raise
         async with self.database.session() as session:
             row = await session.get(Job, job_id)
             assert row is not None

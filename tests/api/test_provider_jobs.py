@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -72,6 +73,8 @@ async def test_job_on_each_provider_runs_to_success_and_cancel_works(
         events = (await client.get(f"{JOBS}/{job['id']}/events", headers=AUTH_A)).json()["events"]
         assert [e["status_to"] for e in events if e["type"] == "status"][-1] == "succeeded"
 
+        # Slow the provider down so the job to cancel cannot finish before the cancel arrives.
+        emulator.step_seconds = 1.0
         second = (await client.post(JOBS, json={**body, "name": "to-cancel"}, headers=AUTH_A)).json()["job"]
         cancelled = await client.post(f"{JOBS}/{second['id']}/cancel", headers=AUTH_A)
         assert cancelled.status_code == 200
@@ -82,6 +85,30 @@ async def test_job_on_each_provider_runs_to_success_and_cancel_works(
                 break
             await asyncio.sleep(0.05)
         assert state == "cancelled"
+
+
+async def test_cancel_of_a_job_that_finished_at_the_provider_meanwhile_is_a_conflict(settings: Settings) -> None:
+    emulator = create_openai_emulator(step_seconds=0.02)
+    with serve_in_thread(emulator.app) as url:
+        configured = CASES["OPENAI"][2](settings, emulator, url)
+        async with AsyncTestClient[Litestar](create_app(configured)) as client:
+            dataset = await uploaded_id(client)
+            job = (await client.post(JOBS, json={"name": "quick", "provider": "OPENAI", "dataset_path": dataset,
+                                                 "model_name": "gpt-4o-mini-2024-07-18"}, headers=AUTH_A)).json()["job"]
+            assert job["status"] not in ("succeeded", "failed", "cancelled")
+            remote = f"{url}/v1/fine_tuning/jobs/{job['provider_job_id']}"
+            auth = {"Authorization": f"Bearer {emulator.api_key}"}
+            async with httpx.AsyncClient() as provider:
+                for _ in range(200):  # asked straight, so the service's record stays behind
+                    if (await provider.get(remote, headers=auth)).json()["status"] == "succeeded":
+                        break
+                    await asyncio.sleep(0.05)
+            cancelled = await client.post(f"{JOBS}/{job['id']}/cancel", headers=AUTH_A)
+            assert cancelled.status_code == 409, cancelled.text
+            assert cancelled.json()["detail"] == (f"Job {job['id']} is already succeeded; only unfinished jobs can "
+                                                  "be cancelled")
+            after = (await client.get(f"{JOBS}/{job['id']}", headers=AUTH_A)).json()["job"]
+            assert after["status"] == "succeeded" and after["fine_tuned_model"]
 
 
 async def test_provider_rejection_reaches_the_client_with_its_message(settings: Settings) -> None:
