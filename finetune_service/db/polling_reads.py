@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import create_engine, select
+from sqlalchemy import Select, create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -81,12 +81,13 @@ class PollingReads(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def jobs(self, tenant_id: str, job_ids: Sequence[str]) -> list[Job]:
-        """The tenant's jobs among `job_ids`, whole and detached; missing or foreign ids are left out."""
+    async def scalars(self, statement: Select[Any]) -> list[Any]:
+        """A SELECT built with SQLAlchemy (so its column types are handled), rows' first column;
+        ORM objects come back detached."""
 
-    @staticmethod
-    def _jobs_query(tenant_id: str, job_ids: Sequence[str]) -> Any:
-        return select(Job).where(col(Job.tenant_id) == tenant_id, col(Job.id).in_(list(job_ids)))
+    async def jobs(self, tenant_id: str, job_ids: Sequence[str]) -> list[Job]:
+        """The tenant's jobs among `job_ids`, whole; missing or foreign ids are left out."""
+        return await self.scalars(select(Job).where(col(Job.tenant_id) == tenant_id, col(Job.id).in_(list(job_ids))))
 
     async def job_version(self, tenant_id: str, job_id: str) -> int | None:
         row = await self._one("SELECT version FROM jobs WHERE id = ? AND tenant_id = ?", (job_id, tenant_id))
@@ -147,9 +148,9 @@ class SqlitePollingReads(PollingReads):
     async def _all(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         return list(self._connect().execute(sql, params).fetchall())
 
-    async def jobs(self, tenant_id: str, job_ids: Sequence[str]) -> list[Job]:
+    async def scalars(self, statement: Select[Any]) -> list[Any]:
         with Session(self._orm) as session:
-            return list(session.scalars(self._jobs_query(tenant_id, job_ids)))
+            return list(session.scalars(statement))
 
     async def close(self) -> None:
         self._orm.dispose()
@@ -203,9 +204,9 @@ class PostgresPollingReads(PollingReads):
         pool = await self._acquire_pool()
         return list(await pool.fetch(self._sql(sql), *params))
 
-    async def jobs(self, tenant_id: str, job_ids: Sequence[str]) -> list[Job]:
+    async def scalars(self, statement: Select[Any]) -> list[Any]:
         async with self._sessions() as session:
-            return list(await session.scalars(self._jobs_query(tenant_id, job_ids)))
+            return list(await session.scalars(statement))
 
     async def close(self) -> None:
         if self._pool is not None:
