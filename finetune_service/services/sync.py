@@ -121,7 +121,7 @@ class JobSync:
             await self._apply(list(zip(to_sync, fetched, strict=True)))
         except BaseException:
             with contextlib.suppress(Exception):
-                await self._release_all([job.id for job in to_sync])
+                await self._release([job.id for job in to_sync])
             raise
         ok = sum(launched) + sum(isinstance(outcome, tuple) for outcome in fetched)
         return TickReport(tuple(job.id for job in jobs), ok, len(jobs) - ok)
@@ -135,7 +135,7 @@ class JobSync:
                 return False
             except Exception:
                 log.exception("syncing job %s failed unexpectedly", job.id)
-                await self._release(job.id)
+                await self._release([job.id])
                 return False
 
     async def _fetch_guarded(self, job: Job, limit: asyncio.Semaphore) -> Fetched | ProviderError | None:
@@ -174,10 +174,8 @@ class JobSync:
                 setattr(row, name, value)
             touch(row)
 
-    async def _release(self, job_id: str) -> None:
-        await self._update(job_id, lease_owner=None, lease_until=None)
-
-    async def _release_all(self, job_ids: list[str]) -> None:
+    async def _release(self, job_ids: list[str]) -> None:
+        """Give leases back without a visible change (the version stays)."""
         if job_ids:
             async with self.database.session() as session:
                 await session.execute(update(Job).where(col(Job.id).in_(job_ids))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -87,42 +88,46 @@ async def test_job_on_each_provider_runs_to_success_and_cancel_works(
         assert state == "cancelled"
 
 
-async def test_cancel_of_a_job_that_finished_at_the_provider_meanwhile_is_a_conflict(settings: Settings) -> None:
-    emulator = create_openai_emulator(step_seconds=0.02)
+@asynccontextmanager
+async def service_on(
+    provider: str, settings: Settings, step_seconds: float
+) -> AsyncIterator[tuple[Any, str, AsyncTestClient[Litestar], str]]:
+    """One provider's emulator and a service configured for it: (emulator, its URL, client, dataset id)."""
+    factory, _, configure = CASES[provider]
+    emulator = factory(step_seconds=step_seconds)
     with serve_in_thread(emulator.app) as url:
-        configured = CASES["OPENAI"][2](settings, emulator, url)
-        async with AsyncTestClient[Litestar](create_app(configured)) as client:
-            dataset = await uploaded_id(client)
-            job = (await client.post(JOBS, json={"name": "quick", "provider": "OPENAI", "dataset_path": dataset,
-                                                 "model_name": "gpt-4o-mini-2024-07-18"}, headers=AUTH_A)).json()["job"]
-            assert job["status"] not in ("succeeded", "failed", "cancelled")
-            remote = f"{url}/v1/fine_tuning/jobs/{job['provider_job_id']}"
-            auth = {"Authorization": f"Bearer {emulator.api_key}"}
-            async with httpx.AsyncClient() as provider:
-                for _ in range(200):  # asked straight, so the service's record stays behind
-                    if (await provider.get(remote, headers=auth)).json()["status"] == "succeeded":
-                        break
-                    await asyncio.sleep(0.05)
-            cancelled = await client.post(f"{JOBS}/{job['id']}/cancel", headers=AUTH_A)
-            assert cancelled.status_code == 409, cancelled.text
-            assert cancelled.json()["detail"] == (f"Job {job['id']} is already succeeded; only unfinished jobs can "
-                                                  "be cancelled")
-            after = (await client.get(f"{JOBS}/{job['id']}", headers=AUTH_A)).json()["job"]
-            assert after["status"] == "succeeded" and after["fine_tuned_model"]
+        async with AsyncTestClient[Litestar](create_app(configure(settings, emulator, url))) as client:
+            yield emulator, url, client, await uploaded_id(client)
+
+
+async def test_cancel_of_a_job_that_finished_at_the_provider_meanwhile_is_a_conflict(settings: Settings) -> None:
+    async with service_on("OPENAI", settings, step_seconds=0.02) as (emulator, url, client, dataset):
+        job = (await client.post(JOBS, json={"name": "quick", "provider": "OPENAI", "dataset_path": dataset,
+                                             "model_name": "gpt-4o-mini-2024-07-18"}, headers=AUTH_A)).json()["job"]
+        assert job["status"] not in ("succeeded", "failed", "cancelled")
+        remote = f"{url}/v1/fine_tuning/jobs/{job['provider_job_id']}"
+        auth = {"Authorization": f"Bearer {emulator.api_key}"}
+        async with httpx.AsyncClient() as provider:
+            for _ in range(200):  # asked straight, so the service's record stays behind
+                if (await provider.get(remote, headers=auth)).json()["status"] == "succeeded":
+                    break
+                await asyncio.sleep(0.05)
+        cancelled = await client.post(f"{JOBS}/{job['id']}/cancel", headers=AUTH_A)
+        assert cancelled.status_code == 409, cancelled.text
+        assert cancelled.json()["detail"] == (f"Job {job['id']} is already succeeded; only unfinished jobs can "
+                                              "be cancelled")
+        after = (await client.get(f"{JOBS}/{job['id']}", headers=AUTH_A)).json()["job"]
+        assert after["status"] == "succeeded" and after["fine_tuned_model"]
 
 
 async def test_provider_rejection_reaches_the_client_with_its_message(settings: Settings) -> None:
-    emulator = create_together_emulator(step_seconds=0.05)
-    with serve_in_thread(emulator.app) as url:
-        configured = CASES["TOGETHER_AI"][2](settings, emulator, url)
-        async with AsyncTestClient[Litestar](create_app(configured)) as client:
-            dataset = await uploaded_id(client)
-            response = await client.post(JOBS, json={
-                "name": "bad-model", "provider": "TOGETHER_AI", "model_name": "acme/not-a-model",
-                "dataset_path": dataset}, headers=AUTH_A)
-            assert response.status_code in (404, 422), response.text
-            assert "acme/not-a-model" in response.json()["detail"]
-            jobs = (await client.get(JOBS, headers=AUTH_A)).json()["jobs"]
-            assert [j["status"] for j in jobs] == ["failed"]
-            assert "acme/not-a-model" in jobs[0]["error"]
+    async with service_on("TOGETHER_AI", settings, step_seconds=0.05) as (emulator, _, client, dataset):
+        response = await client.post(JOBS, json={
+            "name": "bad-model", "provider": "TOGETHER_AI", "model_name": "acme/not-a-model",
+            "dataset_path": dataset}, headers=AUTH_A)
+        assert response.status_code in (404, 422), response.text
+        assert "acme/not-a-model" in response.json()["detail"]
+        jobs = (await client.get(JOBS, headers=AUTH_A)).json()["jobs"]
+        assert [j["status"] for j in jobs] == ["failed"]
+        assert "acme/not-a-model" in jobs[0]["error"]
     assert emulator.jobs == {}
