@@ -34,11 +34,12 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import Select, select, update
 from sqlmodel import col
 
 from finetune_service.auth import Principal
@@ -108,6 +109,9 @@ def scores(answer: str, expected: str) -> dict[str, float]:
 
 
 METRICS = ("exact_match", "token_f1", "similarity")
+UNFINISHED = ("queued", "running")
+STALE_BEATS = 4
+INTERRUPTED = "The service stopped before the evaluation finished; run it again."
 
 
 # ---------------------------------------------------------------------------------- rows
@@ -202,6 +206,9 @@ class EvaluationsService:
     completions: CompletionsService
     flush_rows: int = 25
     flush_seconds: float = 0.5
+    # A running evaluation touches its record at least this often; one silent for STALE_BEATS of
+    # these lost its runner (kill -9, power loss), which a graceful stop would have recorded itself.
+    heartbeat_seconds: float = 30.0
     _tasks: BackgroundTasks = field(default_factory=lambda: BackgroundTasks("evaluation"))
 
     # -- try a model ---------------------------------------------------------------------
@@ -371,6 +378,7 @@ class EvaluationsService:
     async def _run(self, run: _Run, route: Route, base: Route | None, path: Path, total: int,
                    body: CreateEvaluationBody) -> None:
         tasks: set[asyncio.Task[None]] = set()
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(run.evaluation_id))
         try:
             await self._update(run.evaluation_id, status="running", started_at=utcnow())
             semaphore = asyncio.Semaphore(body.concurrency)
@@ -401,7 +409,7 @@ class EvaluationsService:
             for task in tasks:
                 task.cancel()
             await self._update(run.evaluation_id, status="failed", finished_at=utcnow(), metrics=run.metrics(),
-                               error="The service stopped before the evaluation finished; run it again.")
+                               error=INTERRUPTED)
             raise
         except Exception as error:
             log.exception("evaluation %s failed", run.evaluation_id)
@@ -410,22 +418,46 @@ class EvaluationsService:
             detail = error.detail if isinstance(error, DomainError) else f"Unexpected error ({type(error).__name__})"
             await self._update(run.evaluation_id, status="failed", finished_at=utcnow(), metrics=run.metrics(),
                                error=detail)
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, evaluation_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            await self._update(evaluation_id)
+
+    async def _settled(self, query: Select[Evaluation]) -> list[Evaluation]:
+        """The evaluations `query` selects, with runs whose runner is gone recorded as failed. The
+        update re-checks staleness, so a run that beat in the meantime keeps running."""
+        async with self.database.session() as session:
+            rows = list((await session.execute(query)).scalars())
+            cutoff = utcnow() - timedelta(seconds=self.heartbeat_seconds * STALE_BEATS)
+            stale = [row.id for row in rows if row.status in UNFINISHED and row.updated_at < cutoff]
+            if not stale:
+                return rows
+            now = utcnow()
+            await session.execute(update(Evaluation).where(
+                col(Evaluation.id).in_(stale), col(Evaluation.status).in_(UNFINISHED),
+                col(Evaluation.updated_at) < cutoff,
+            ).values(status="failed", error=INTERRUPTED, finished_at=now, updated_at=now)
+                .execution_options(synchronize_session=False))
+            return list((await session.execute(query.execution_options(populate_existing=True))).scalars())
 
     async def get(self, principal: Principal, job_id: str, evaluation_id: str) -> Evaluation:
         await self.jobs.get(principal, job_id)
-        async with self.database.session() as session:
-            row = await session.get(Evaluation, evaluation_id)
-        if row is None or row.tenant_id != principal.tenant_id or row.job_id != job_id:
+        rows = await self._settled(select(Evaluation).where(
+            col(Evaluation.id) == evaluation_id, col(Evaluation.tenant_id) == principal.tenant_id,
+            col(Evaluation.job_id) == job_id))
+        row = rows[0] if rows else None
+        if row is None:
             raise NotFound(f"Evaluation {evaluation_id!r} of job {job_id!r} does not exist", param="evaluation_id")
         return row
 
     async def list_for_job(self, principal: Principal, job_id: str) -> list[Evaluation]:
         await self.jobs.get(principal, job_id)
-        async with self.database.session() as session:
-            rows = await session.execute(select(Evaluation).where(
-                col(Evaluation.tenant_id) == principal.tenant_id, col(Evaluation.job_id) == job_id,
-            ).order_by(col(Evaluation.created_at).desc(), col(Evaluation.id).desc()))
-            return list(rows.scalars())
+        return await self._settled(select(Evaluation).where(
+            col(Evaluation.tenant_id) == principal.tenant_id, col(Evaluation.job_id) == job_id,
+        ).order_by(col(Evaluation.created_at).desc(), col(Evaluation.id).desc()))
 
     async def results(self, principal: Principal, job_id: str, evaluation_id: str
                       ) -> tuple[Evaluation, AsyncIterator[bytes]]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+from datetime import timedelta
 from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from finetune_service.app import create_app
-from finetune_service.services.evaluations import exact_match, similarity, token_f1
+from finetune_service.db.engine import Database
+from finetune_service.db.tables import Evaluation, utcnow
+from finetune_service.services.evaluations import INTERRUPTED, STALE_BEATS, exact_match, similarity, token_f1
 from finetune_service.settings import Settings
 from tests.api.helpers import SAMPLE, upload
 from tests.api.test_completions import JOBS, finished_job, script_sandbox
@@ -199,3 +202,30 @@ async def test_stopping_the_service_marks_a_running_evaluation_failed(settings: 
     assert stopped["evaluation"]["status"] == "failed"
     assert "stopped before the evaluation finished" in stopped["evaluation"]["error"]
     assert stopped["evaluation"]["finished_at"] is not None
+
+
+async def test_an_evaluation_whose_runner_died_is_reported_failed(settings: Settings) -> None:
+    """kill -9 leaves a `running` record nobody updates any more; a live run keeps beating."""
+    app = create_app(settings)
+    async with AsyncTestClient(app) as client:
+        job = await finished_job(client)
+        created = await client.post(f"{JOBS}/{job['id']}/evaluations", json={"split_name": "train"}, headers=AUTH_A)
+        done = await wait_done(client, job["id"], created.json()["evaluation"]["id"])
+        heartbeat = app.state.services.evaluations.heartbeat_seconds
+        ages = {"dead": timedelta(seconds=heartbeat * STALE_BEATS + 5), "alive": timedelta(seconds=heartbeat)}
+        database = Database(settings.database_url)  # the app's engine lives on the test client's loop
+        try:
+            async with database.session() as session:
+                template = await session.get(Evaluation, done["id"])
+                assert template is not None
+                for name, age in ages.items():
+                    session.add(Evaluation(**{**template.model_dump(), "id": f"eval_{name}", "status": "running",
+                                              "finished_at": None, "error": None, "updated_at": utcnow() - age}))
+        finally:
+            await database.dispose()
+        base = f"{JOBS}/{job['id']}/evaluations"
+        dead = (await client.get(f"{base}/eval_dead", headers=AUTH_A)).json()["evaluation"]
+        assert (dead["status"], dead["error"]) == ("failed", INTERRUPTED) and dead["finished_at"]
+        listed = {e["id"]: e["status"] for e in (await client.get(base, headers=AUTH_A)).json()["evaluations"]}
+        assert listed == {"eval_dead": "failed", "eval_alive": "running", done["id"]: "succeeded"}
+        assert (await client.get(f"{base}/eval_alive", headers=AUTH_A)).json()["evaluation"]["status"] == "running"
