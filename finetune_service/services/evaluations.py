@@ -448,10 +448,9 @@ class EvaluationsService:
         rows = await self._settled(select(Evaluation).where(
             col(Evaluation.id) == evaluation_id, col(Evaluation.tenant_id) == principal.tenant_id,
             col(Evaluation.job_id) == job_id))
-        row = rows[0] if rows else None
-        if row is None:
+        if not rows:
             raise NotFound(f"Evaluation {evaluation_id!r} of job {job_id!r} does not exist", param="evaluation_id")
-        return row
+        return rows[0]
 
     async def list_for_job(self, principal: Principal, job_id: str) -> list[Evaluation]:
         await self.jobs.get(principal, job_id)

@@ -50,9 +50,9 @@ class JobsService:
         self, principal: Principal, job_id: str, *, project_id: str | None = None, task_id: str | None = None
     ) -> Job:
         """The tenant's job; with project/task given, only if it belongs to that task."""
-        async with self.database.session() as session:
-            job = await session.get(Job, job_id)
-        if (job is None or job.tenant_id != principal.tenant_id
+        rows = await self.database.polling.jobs(principal.tenant_id, [job_id])
+        job = rows[0] if rows else None
+        if (job is None
                 or (project_id is not None and job.project_id != project_id)
                 or (task_id is not None and job.task_id != task_id)):
             raise NotFound(f"Job {job_id!r} does not exist", param="job_id")
@@ -162,12 +162,7 @@ class JobsService:
     async def view(self, principal: Principal, job_id: str, version: int) -> VersionedView:
         """The job's view at `version`, or newer if it changed since that version was read."""
         cached = self.views.get(principal.tenant_id, job_id, version)
-        if cached is not None:
-            return cached
-        rows = await self.database.polling.jobs(principal.tenant_id, [job_id])
-        if not rows:
-            raise NotFound(f"Job {job_id!r} does not exist", param="job_id")
-        return self.views.put(rows[0])
+        return cached or self.views.put(await self.get(principal, job_id))
 
     async def index(self, principal: Principal, query: JobFilter) -> JobIndex:
         """One page of the tenant's jobs as (id, version) pairs, newest first."""
