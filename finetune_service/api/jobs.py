@@ -16,7 +16,7 @@ from finetune_service.api.etag import conditional, etag_of, not_modified
 from finetune_service.api.params import IdempotencyKey
 from finetune_service.api.streaming import STREAMED
 from finetune_service.auth import Principal
-from finetune_service.db.polling_reads import JobFilter
+from finetune_service.db.job_lists import JobFilter
 from finetune_service.providers.base import JobStatus
 from finetune_service.schemas.jobs import CheckpointList, CreateJobBody, JobEnvelope, JobEventList, JobList
 from finetune_service.services.job_views import job_view

@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from finetune_service.api.params import IdempotencyKey
 from finetune_service.auth import Principal
 from finetune_service.container import Services
-from finetune_service.db.polling_reads import JobFilter
+from finetune_service.db.job_lists import JobFilter
 from finetune_service.db.tables import Job
 from finetune_service.schemas.openai_v1 import (
     CreateFineTuningJob,

@@ -14,7 +14,7 @@ from finetune_service.api.datasets import download_name
 from finetune_service.api.jobs import job_list_response
 from finetune_service.api.params import IdempotencyKey
 from finetune_service.auth import Principal
-from finetune_service.db.polling_reads import JobFilter
+from finetune_service.db.job_lists import JobFilter
 from finetune_service.schemas.jobs import CreateJobBody, JobEnvelope, JobList
 from finetune_service.schemas.projects import (
     CreateDatasetSplit,

@@ -9,8 +9,10 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
-from finetune_service.db.polling_reads import polling_reads_for
+from finetune_service.db.change_feed import follow_commits
+from finetune_service.db.polling_reads import PostgresPollingReads, polling_reads_for
 
 
 def is_sqlite(url: str) -> bool:
@@ -45,8 +47,12 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.polling = polling_reads_for(url, self._sessions)
+        # A class of its own, so hooks on this database's sessions never see another's.
+        session_class = type("DatabaseSession", (Session,), {})
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, sync_session_class=session_class)
+        self.polling = polling_reads_for(url)
+        if isinstance(self.polling, PostgresPollingReads):
+            follow_commits(session_class, self.polling.feed)
 
     @property
     def is_sqlite(self) -> bool:

@@ -15,7 +15,10 @@ A changed job still has to be loaded whole (`jobs`), and that goes through the O
 types. On SQLite it runs in a synchronous session on the same event-loop connection: through
 aiosqlite it took five or six thread hops, and under load (the scheduler's writes keep other
 aiosqlite threads busy) each hop waited its turn, so polled reads stalled for 0.3-2 s. On
-PostgreSQL asyncpg needs no threads, so the async session serves.
+PostgreSQL asyncpg needs no threads, so an async session serves, on a small engine of its own.
+
+PostgreSQL also answers job versions, API keys and unfiltered job list pages from memory, kept
+current by LISTEN/NOTIFY (`change_feed.py`); what memory lacks is read here.
 """
 
 from __future__ import annotations
@@ -25,49 +28,24 @@ import re
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from sqlalchemy import Select, create_engine, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 from sqlmodel import col
 
+from finetune_service.db.change_feed import ChangeFeed
+from finetune_service.db.job_lists import FILTER_COLUMNS, CursorNotFound, JobFilter, JobIndex
 from finetune_service.db.tables import Job
 
 # A reader never waits long for a lock it should never meet: WAL readers are only ever held up by
 # crash recovery or an exclusive checkpoint, and then the request is better off as a quick 503.
 SQLITE_BUSY_MILLISECONDS = 100
 POOL_SIZE = 4
-FILTER_COLUMNS = ("status", "provider", "project_id", "task_id")
-
-
-@dataclass(frozen=True)
-class JobFilter:
-    """Which of a tenant's jobs a list shows; `after` is the last job id of the previous page."""
-
-    status: str | None = None
-    provider: str | None = None
-    project_id: str | None = None
-    task_id: str | None = None
-    limit: int = 50
-    after: str | None = None
-
-
-@dataclass(frozen=True)
-class JobIndex:
-    """One page of a job list as (id, version) pairs, newest first, and the total without the cursor."""
-
-    entries: list[tuple[str, int]]
-    total: int
-    has_more: bool
-
-
-class CursorNotFound(LookupError):
-    """The `after` cursor is not one of the tenant's jobs."""
 
 
 class PollingReads(ABC):
@@ -174,9 +152,16 @@ async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
 
 
 class PostgresPollingReads(PollingReads):
-    def __init__(self, dsn: str, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._dsn = dsn
-        self._sessions = sessions
+    """Job versions and keys come from the change feed's memory when it has them."""
+
+    def __init__(self, url: str) -> None:
+        self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        # Whole jobs are loaded without a transaction (one round trip, not BEGIN, SELECT, ROLLBACK)
+        # on a few connections kept open: a burst of changed jobs waits its turn for one rather
+        # than opening new connections, which cost the database a process each.
+        self._orm = create_async_engine(url, isolation_level="AUTOCOMMIT", pool_size=POOL_SIZE, max_overflow=0)
+        self._sessions = async_sessionmaker(self._orm, expire_on_commit=False)
+        self.feed = ChangeFeed(self._dsn)
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._statements: dict[str, str] = {}
@@ -208,16 +193,51 @@ class PostgresPollingReads(PollingReads):
         async with self._sessions() as session:
             return list(await session.scalars(statement))
 
+    def _started_feed(self) -> ChangeFeed:
+        self.feed.start()
+        return self.feed
+
+    async def job_version(self, tenant_id: str, job_id: str) -> int | None:
+        known = self._started_feed().job(job_id)
+        if known is not None:
+            return known.version_for(tenant_id)
+        generation = self.feed.generation()
+        row = await self._one("SELECT version, tenant_id FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            return None
+        self.feed.remember_job(generation, job_id, str(row[1]), int(row[0]))
+        return int(row[0]) if row[1] == tenant_id else None
+
+    async def active_api_key(self, key_hash: str) -> tuple[str, str] | None:
+        known = self._started_feed().key(key_hash)
+        if known is not None:
+            return known
+        generation = self.feed.generation()
+        found = await super().active_api_key(key_hash)
+        if found is not None:
+            self.feed.remember_key(generation, key_hash, *found)
+        return found
+
+    async def job_index(self, tenant_id: str, query: JobFilter) -> JobIndex:
+        known = self._started_feed().job_list(tenant_id, query)
+        if known is not None:
+            return known
+        stamp = self.feed.list_stamp(tenant_id)
+        index = await super().job_index(tenant_id, query)
+        self.feed.remember_list(stamp, tenant_id, query, index)
+        return index
+
     async def close(self) -> None:
+        await self.feed.close()
+        await self._orm.dispose()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
 
-def polling_reads_for(url: str, sessions: async_sessionmaker[AsyncSession]) -> PollingReads:
-    """From the SQLAlchemy URL the engine uses (sqlite+aiosqlite:///path or postgresql+asyncpg://...)
-    and that engine's sessions."""
+def polling_reads_for(url: str) -> PollingReads:
+    """From the SQLAlchemy URL the engine uses (sqlite+aiosqlite:///path or postgresql+asyncpg://...)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return SqlitePollingReads(parsed.database or "")
-    return PostgresPollingReads(parsed.set(drivername="postgresql").render_as_string(hide_password=False), sessions)
+    return PostgresPollingReads(url)

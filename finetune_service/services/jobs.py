@@ -13,7 +13,7 @@ from sqlmodel import col
 
 from finetune_service.auth import Principal
 from finetune_service.db.engine import Database
-from finetune_service.db.polling_reads import CursorNotFound, JobFilter, JobIndex
+from finetune_service.db.job_lists import CursorNotFound, JobFilter, JobIndex
 from finetune_service.db.tables import Job, JobEvent, utcnow
 from finetune_service.errors import Conflict, NotFound, ProviderError, ValidationFailed
 from finetune_service.providers.base import JobStatus, ProviderCheckpoint, ProviderName
