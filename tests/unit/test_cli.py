@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 from litestar.testing import AsyncTestClient
 
-from finetune_service.app import create_app
+from finetune_service.app import create_app, served_app
 from finetune_service.settings import Settings
 
 
@@ -117,3 +118,16 @@ def test_convert_explains_bad_input_without_traceback(tmp_path: Path) -> None:
     assert not (tmp_path / "o.jsonl").exists()
     wrong = _run(["convert", str(bad), "-o", str(tmp_path / "o.jsonl"), "--format", "csv"], tmp_path)
     assert wrong.returncode == 2 and "csv" in wrong.stderr
+
+
+async def test_the_served_app_freezes_what_start_up_built_and_the_test_app_does_not(tmp_path: Path) -> None:
+    gc.unfreeze()
+    try:
+        async with AsyncTestClient(create_app(Settings(data_dir=tmp_path / "a"))) as client:
+            assert (await client.get("/health")).status_code == 200
+            assert gc.get_freeze_count() == 0
+        async with AsyncTestClient(served_app(Settings(data_dir=tmp_path / "b"))) as client:
+            assert (await client.get("/health")).status_code == 200
+            assert gc.get_freeze_count() > 100_000
+    finally:
+        gc.unfreeze()
