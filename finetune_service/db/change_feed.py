@@ -16,7 +16,8 @@ version (or its deletion), or "some key changed". Each process listens on one co
 
 The memory is trusted only while the listening connection is up. When it drops, notifications
 may have been missed, so everything is forgotten and reads go to the database until listening
-again. Entries read while not listening, or read across a drop, are not kept (`Generation`).
+again. Entries read while not listening, or read across a drop, are not kept (the generation a
+read takes before it starts must still be current when it ends).
 
 A process's own commits update the memory directly (`Database` hooks them), so a client that
 changes a job and reads it back at once sees its change. Another process's change is seen once
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, replace
 
@@ -121,7 +123,6 @@ class ChangeFeed:
         self._generation = 0
         self._listening = False
         self._task: asyncio.Task[None] | None = None
-        self._dropped = asyncio.Event()
 
     @property
     def listening(self) -> bool:
@@ -225,34 +226,35 @@ class ChangeFeed:
         self._generation += 1
         self._listening = listening
 
-    def _lost(self, _connection: object) -> None:
-        self._forget(listening=False)
-        self._dropped.set()
+    def _lost(self, dropped: asyncio.Event, _connection: object = None) -> None:
+        if not dropped.is_set():
+            dropped.set()
+            self._forget(listening=False)
 
     async def _listen(self) -> None:
         failures = 0
         while True:
             connection: asyncpg.Connection | None = None
-            self._dropped = asyncio.Event()
+            dropped = asyncio.Event()
             try:
                 connection = await asyncpg.connect(self._dsn, server_settings={"application_name": APPLICATION_NAME})
-                connection.add_termination_listener(self._lost)
+                connection.add_termination_listener(functools.partial(self._lost, dropped))
                 await connection.add_listener(CHANNEL, self._on_notification)
                 # Only now can no change be missed; what was remembered before may be stale.
                 self._forget(listening=True)
                 failures = 0
-                while not self._dropped.is_set():
+                while not dropped.is_set():
                     # A connection whose server vanished without a word is found by asking.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._dropped.wait(), HEARTBEAT_SECONDS)
-                    if not self._dropped.is_set():
+                        await asyncio.wait_for(dropped.wait(), HEARTBEAT_SECONDS)
+                    if not dropped.is_set():
                         await asyncio.wait_for(connection.execute("SELECT 1"), HEARTBEAT_SECONDS)
                 raise ConnectionError("the listening connection closed")
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
                 if failures == 0:
                     log.warning("change feed: not listening (%s); reading from the database", error)
             finally:
-                self._forget(listening=False)
+                self._lost(dropped)
                 if connection is not None:
                     connection.terminate()
             await asyncio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)])

@@ -152,7 +152,8 @@ async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
 
 
 class PostgresPollingReads(PollingReads):
-    """Job versions and keys come from the change feed's memory when it has them."""
+    """Job versions, API keys and unfiltered list pages come from the change feed's memory when it
+    has them."""
 
     def __init__(self, url: str) -> None:
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
