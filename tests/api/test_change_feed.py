@@ -49,6 +49,14 @@ def feed_of(app: Litestar) -> ChangeFeed:
     return polling.feed
 
 
+async def listening_feed(client: AsyncTestClient[Litestar], app: Litestar) -> ChangeFeed:
+    """The app's feed once it listens (it starts with the first poll)."""
+    feed = feed_of(app)
+    await client.get(JOBS, headers=AUTH_A)
+    await until(lambda: feed.listening, "the feed listens")
+    return feed
+
+
 async def until(condition: Callable[[], bool], what: str) -> None:
     deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
     while not condition():
@@ -83,12 +91,9 @@ async def version_of(database: Database, job_id: str) -> int:
 async def test_versions_come_from_memory_and_follow_other_processes(
     client: AsyncTestClient[Litestar], app: Litestar, other_process: Database
 ) -> None:
-    feed = feed_of(app)
-    await client.get(JOBS, headers=AUTH_A)
-    await until(lambda: feed.listening, "the feed listens")
+    feed = await listening_feed(client, app)
     job = await a_job(client)
     job_id = str(job["id"])
-    # This process's own commit is known at once, before any notification could arrive.
     version = await version_of(other_process, job_id)
     known = feed.job(job_id)
     assert known is not None and known.version_for("tenant-a") == version
@@ -108,7 +113,7 @@ async def test_versions_come_from_memory_and_follow_other_processes(
 async def test_a_job_deleted_elsewhere_stays_gone(
     client: AsyncTestClient[Litestar], app: Litestar, other_process: Database
 ) -> None:
-    feed = feed_of(app)
+    feed = await listening_feed(client, app)
     job_id = str((await a_job(client))["id"])
     assert (await client.get(f"{JOBS}/{job_id}", headers=AUTH_A)).status_code == 200
     async with other_process.session() as session:
@@ -142,9 +147,7 @@ async def test_a_dropped_listener_forgets_everything_and_listens_again(
 ) -> None:
     # Long enough that the change below certainly happens while nobody listens.
     monkeypatch.setattr(change_feed, "RECONNECT_SECONDS", (1.0,))
-    feed = feed_of(app)
-    await client.get(JOBS, headers=AUTH_A)
-    await until(lambda: feed.listening, "the feed listens")
+    feed = await listening_feed(client, app)
     job_id = str((await a_job(client))["id"])
     first = await client.get(f"{JOBS}/{job_id}", headers=AUTH_A)
     assert feed.job(job_id) is not None
@@ -218,9 +221,7 @@ async def test_own_commits_are_known_before_any_notification(
 async def test_list_pages_come_from_memory_and_follow_changes(
     client: AsyncTestClient[Litestar], app: Litestar, other_process: Database
 ) -> None:
-    feed = feed_of(app)
-    await client.get(JOBS, headers=AUTH_A)
-    await until(lambda: feed.listening, "the feed listens")
+    feed = await listening_feed(client, app)
     dataset = await uploaded_id(client)
     ids = [(await client.post(JOBS, json=job_body(dataset, name=f"j{i}"), headers=AUTH_A)).json()["job"]["id"]
            for i in range(2)]
