@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from httpx import Response
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -29,3 +32,16 @@ async def uploaded_id(client: AsyncTestClient[Litestar], **kwargs: Any) -> str:
     response = await upload(client, **kwargs)
     assert response.status_code == 201, response.text
     return str(response.json()["path"])
+
+
+async def eventually(get: Callable[[], Awaitable[Response]], ok: Callable[[Response], bool],
+                     seconds: float = 5.0) -> Response:
+    """The first answer `ok` accepts, asking again until `seconds` have passed. For a change made by
+    another process: on PostgreSQL each process learns of it from a notification that arrives a
+    moment after the commit."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        answer = await get()
+        if ok(answer) or asyncio.get_running_loop().time() >= deadline:
+            return answer
+        await asyncio.sleep(0.01)

@@ -15,7 +15,7 @@ from finetune_service.auth import KeyStore
 from finetune_service.db.engine import Database
 from finetune_service.db.tables import ApiKey, Job, utcnow
 from finetune_service.settings import Settings
-from tests.api.helpers import uploaded_id
+from tests.api.helpers import eventually, uploaded_id
 from tests.api.test_jobs import JOBS, job_body
 from tests.conftest import AUTH_A, AUTH_B
 
@@ -39,7 +39,9 @@ async def test_a_job_changed_by_another_process_is_served_fresh(
     async with other_process.session() as session:
         await session.execute(update(Job).where(col(Job.id) == job["id"]).values(
             error="changed elsewhere", version=col(Job.version) + 1, updated_at=utcnow()))
-    again = await client.get(f"{JOBS}/{job['id']}", headers={**AUTH_A, "If-None-Match": first.headers["etag"]})
+    again = await eventually(
+        lambda: client.get(f"{JOBS}/{job['id']}", headers={**AUTH_A, "If-None-Match": first.headers["etag"]}),
+        lambda answer: answer.status_code != 304)
     assert again.status_code == 200 and again.json()["job"]["error"] == "changed elsewhere"
     assert again.headers["etag"] != first.headers["etag"]
     relisted = await client.get(JOBS, headers={**AUTH_A, "If-None-Match": listed.headers["etag"]})
@@ -68,7 +70,8 @@ async def test_a_deleted_job_drops_out_of_lists_and_gets(
     async with other_process.session() as session:
         row = await session.get(Job, ids[0])
         await session.delete(row)
-    listing = (await client.get(JOBS, headers=AUTH_A)).json()
+    listing = (await eventually(lambda: client.get(JOBS, headers=AUTH_A),
+                                lambda answer: answer.json()["total"] != 2)).json()
     assert listing["total"] == 1 and [j["id"] for j in listing["jobs"]] == [ids[1]]
     assert (await client.get(f"{JOBS}/{ids[0]}", headers=AUTH_A)).status_code == 404
 
@@ -81,7 +84,7 @@ async def test_stored_keys_authenticate_until_revoked(
     assert (await client.get(JOBS, headers=auth)).json()["total"] == 0
     async with other_process.session() as session:
         await session.execute(update(ApiKey).where(col(ApiKey.id) == row.id).values(revoked=True))
-    refused = await client.get(JOBS, headers=auth)
+    refused = await eventually(lambda: client.get(JOBS, headers=auth), lambda answer: answer.status_code != 200)
     assert refused.status_code == 401 and "Invalid API key" in refused.json()["detail"]
 
 
