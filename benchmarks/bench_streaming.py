@@ -1,6 +1,6 @@
 """Benchmark: streamed chat completions straight from an upstream vs. through the service.
 
-Usage:  python benchmarks/bench_streaming.py [--n 200] [--concurrency 16] [--warmup 20]
+Usage:  python benchmarks/bench_streaming.py [--n 200] [--concurrency 16] [--warmup 20] [--rounds 5]
 
 Three processes on loopback: the OpenAI emulator (tests/emulators/openai.py, the upstream; it
 streams without artificial delay, so every millisecond measured is transport and processing),
@@ -14,7 +14,8 @@ at the emulator), and this client (the real `openai` SDK, one AsyncOpenAI per pa
 Latency: `--n` sequential streamed completions per path, direct and through interleaved (the
 order flips every pair so drift hits both). TTFT = request sent -> first content delta; total =
 request sent -> end of stream. Added latency = through percentile - direct percentile.
-Throughput: `--n` completions at `--concurrency`, completions per second, best of two rounds;
+Throughput: `--n` completions at `--concurrency`, completions per second, best of `--rounds` rounds
+(the paths take turns, so a slow spell on this shared machine hits both);
 with the service's CPU time per completion (from /proc, Linux) to show where the time goes.
 """
 
@@ -59,7 +60,7 @@ def run_emulator(port: int) -> None:
 def run_service(port: int, upstream: str, data_dir: str) -> None:
     import uvicorn
 
-    from finetune_service.app import create_app
+    from finetune_service.app import served_app
     from finetune_service.settings import ProviderCredentials, Settings
 
     settings = Settings(
@@ -68,7 +69,8 @@ def run_service(port: int, upstream: str, data_dir: str) -> None:
         rate_limit_per_second=1e9, rate_limit_burst=10**9,
         openai=ProviderCredentials(api_key=UPSTREAM_KEY, base_url=f"{upstream}/v1"),
     )
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    # As `finetune-service serve` runs it: the served app, uvicorn's own log level (access log on).
+    uvicorn.run(served_app(settings), host="127.0.0.1", port=port)
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:
@@ -152,12 +154,12 @@ async def bench(args: argparse.Namespace, upstream: str, service: str, service_p
                 total[name].append(whole * 1000)
         rates: dict[str, list[float]] = {name: [] for name in paths}
         service_cpu: dict[str, float] = dict.fromkeys(paths, 0.0)
-        for _ in range(2):
+        for _ in range(args.rounds):
             for name in rates:
                 client, model = paths[name]
                 before = cpu_seconds(service_pid)
                 rates[name].append(await throughput(client, model, args.n, args.concurrency))
-                service_cpu[name] += (cpu_seconds(service_pid) - before) * 1000 / (2 * args.n)
+                service_cpu[name] += (cpu_seconds(service_pid) - before) * 1000 / (args.rounds * args.n)
     finally:
         await direct.close()
         await through.close()
@@ -178,7 +180,7 @@ async def bench(args: argparse.Namespace, upstream: str, service: str, service_p
     best: Callable[[str], float] = lambda name: max(rates[name])  # noqa: E731
     ratio = best("through") / best("direct")
     sequential_ratio = statistics.fmean(total["direct"]) / statistics.fmean(total["through"])
-    print(f"throughput at concurrency {args.concurrency} ({args.n} completions, best of 2): "
+    print(f"throughput at concurrency {args.concurrency} ({args.n} completions, best of {args.rounds}): "
           f"direct {best('direct'):.1f}/s, through {best('through'):.1f}/s, ratio {ratio:.1%}; "
           f"sandbox via the service {best('sandbox'):.1f}/s")
     print(f"service CPU per streamed completion: through {service_cpu['through']:.2f} ms, "
@@ -193,6 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5, help="throughput rounds per path (best counts)")
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
     context = mp.get_context("spawn")
