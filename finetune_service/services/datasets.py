@@ -26,9 +26,10 @@ from dataset_formats.splits import SPLIT_PRESETS, SplitSpec, parse_split
 from dataset_formats.validation import validate
 from finetune_service.auth import Principal
 from finetune_service.db.engine import Database
-from finetune_service.db.tables import Dataset, DatasetOutput, new_id
+from finetune_service.db.tables import Dataset, DatasetOutput, Job, new_id
 from finetune_service.errors import NotFound, UnsupportedMediaType, ValidationFailed
 from finetune_service.schemas.datasets import DatasetView, FormatRequest, OutputView
+from finetune_service.services.job_state import touch_jobs_where
 from finetune_service.services.ownership import require_project_task
 from finetune_service.storage import DatasetStore
 
@@ -164,6 +165,7 @@ class DatasetsService:
     async def delete(self, principal: Principal, dataset_id: str) -> None:
         row = await self.get(principal, dataset_id)
         async with self.database.session() as session:
+            await touch_jobs_where(session, col(Job.dataset_id) == dataset_id)
             await session.delete(await session.merge(row))
         self.store.delete_dataset(principal.tenant_id, dataset_id)
 

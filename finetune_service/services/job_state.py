@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -147,3 +147,10 @@ async def record_failure(
 def touch(job: Job) -> None:
     job.version += 1
     job.updated_at = utcnow()
+
+
+async def touch_jobs_where(session: AsyncSession, condition: ColumnElement[bool]) -> None:
+    """Bump the jobs that the database is about to change by itself in this transaction (a link
+    set to NULL because what it points at is deleted): their versions are what polls compare."""
+    for job in await session.scalars(select(Job).where(condition)):
+        touch(job)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlmodel import col
 
 from dataset_formats.splits import parse_split
 from finetune_service.auth import Principal
 from finetune_service.db.engine import Database
-from finetune_service.db.tables import DatasetSplit, Project, Task
+from finetune_service.db.tables import DatasetSplit, Job, Project, Task
 from finetune_service.errors import NotFound, ValidationFailed
 from finetune_service.schemas.datasets import FormatRequest
 from finetune_service.schemas.projects import (
@@ -23,6 +23,7 @@ from finetune_service.schemas.projects import (
     TaskView,
 )
 from finetune_service.services.datasets import DatasetsService, dataset_errors
+from finetune_service.services.job_state import touch_jobs_where
 
 
 def _name(value: str, field: str) -> str:
@@ -58,6 +59,9 @@ class ProjectsService:
     async def delete_project(self, principal: Principal, project_id: str) -> None:
         row = await self.project(principal, project_id)
         async with self.database.session() as session:
+            # Its tasks go with it, and with them the jobs' task links.
+            tasks = select(col(Task.id)).where(col(Task.project_id) == project_id)
+            await touch_jobs_where(session, or_(col(Job.project_id) == project_id, col(Job.task_id).in_(tasks)))
             await session.delete(await session.merge(row))
 
     async def create_task(self, principal: Principal, project_id: str, body: CreateTask) -> Task:
@@ -85,6 +89,7 @@ class ProjectsService:
     async def delete_task(self, principal: Principal, project_id: str, task_id: str) -> None:
         row = await self.task(principal, project_id, task_id)
         async with self.database.session() as session:
+            await touch_jobs_where(session, col(Job.task_id) == task_id)
             await session.delete(await session.merge(row))
 
     async def create_split(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -77,3 +78,24 @@ async def test_finetunes_live_inside_their_task(client: AsyncTestClient[Litestar
     cancelled = await client.post(f"{task}/finetunes/{job['id']}/cancel", headers=AUTH_A)
     assert cancelled.status_code == 200 and cancelled.json()["job"]["status"] in ("cancelled", "succeeded")
     assert (await client.post(f"{task}/finetunes", json={}, headers=AUTH_B)).status_code in (400, 404)
+
+
+@pytest.mark.parametrize("deleted", ["task", "project", "dataset"])
+async def test_a_job_shows_what_it_points_at_being_deleted(client: AsyncTestClient[Litestar], deleted: str) -> None:
+    """The database unlinks the job itself (ON DELETE SET NULL); a poll must not keep the old link."""
+    project_id, task_id = await make_task(client)
+    dataset = await uploaded_id(client)
+    task = f"{BASE}/projects/{project_id}/tasks/{task_id}"
+    job = (await client.post(f"{task}/finetunes", json={
+        "name": "ft", "provider": "SANDBOX", "model_name": "sandbox-chat-small", "dataset_path": dataset},
+        headers=AUTH_A)).json()["job"]
+    before = await client.get(f"{BASE}/jobs/{job['id']}", headers=AUTH_A)
+    listed = await client.get(f"{BASE}/jobs", headers=AUTH_A)
+    target = {"task": task, "project": f"{BASE}/projects/{project_id}", "dataset": f"{BASE}/datasets/{dataset}"}
+    assert (await client.delete(target[deleted], headers=AUTH_A)).status_code == 200
+    after = await client.get(f"{BASE}/jobs/{job['id']}", headers={**AUTH_A, "If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200
+    field = {"task": "task_id", "project": "project_id", "dataset": "dataset_path"}[deleted]
+    assert before.json()["job"][field] is not None and after.json()["job"][field] is None
+    relisted = await client.get(f"{BASE}/jobs", headers={**AUTH_A, "If-None-Match": listed.headers["etag"]})
+    assert relisted.status_code == 200 and relisted.json()["jobs"][0][field] is None
