@@ -12,13 +12,11 @@ import pyarrow.parquet as pq
 
 from dataset_formats.errors import MalformedFile
 from dataset_formats.limits import check_columns
-from dataset_formats.pipeline import ordered_map
+from dataset_formats.pipeline import CHECK_WORKERS, ordered_map
 
 # Checking UTF-8 costs about as much CPU as decoding (0.6 s per million 1 KB rows). Done after
 # each batch on the reading thread, the two added up and bounded the speed of a whole conversion
-# (its main thread spent 60% of its time waiting for the next batch); on two threads of their own
-# the checks overlap with decoding the next batches.
-_CHECK_WORKERS = 2
+# (its main thread spent 60% of its time waiting for the next batch), hence CHECK_WORKERS.
 
 
 def as_string_array(array: pa.Array) -> pa.Array:
@@ -70,6 +68,6 @@ def iter_parquet_batches(
             for groups in _row_group_runs(parquet.metadata)
             for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=names)
         )
-        yield from ordered_map(_as_strings, decoded, workers=_CHECK_WORKERS, max_pending=_CHECK_WORKERS + 1)
+        yield from ordered_map(_as_strings, decoded, workers=CHECK_WORKERS, max_pending=CHECK_WORKERS + 1)
     except (pa.ArrowInvalid, OSError) as exc:
         raise MalformedFile(f"Cannot read the Parquet file: {exc}") from exc

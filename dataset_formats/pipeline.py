@@ -13,6 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+# Threads that check what a reader decoded (UTF-8, field sizes) while it decodes the next batches:
+# done on the reading thread, the checks added up with decoding and bounded a whole conversion.
+CHECK_WORKERS = 2
+
 T = TypeVar("T")
 R = TypeVar("R")
 

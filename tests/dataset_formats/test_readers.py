@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyarrow.csv as pacsv
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dataset_formats import json_reader
+from dataset_formats.csv_reader import _ends_with_closed_field
 from dataset_formats.errors import MalformedFile, UnsupportedFileType
 from dataset_formats.readers import detect_file_type, iter_batches
 
@@ -102,6 +106,49 @@ def test_csv_unbalanced_quote_reports_row_and_line(write_bytes: Writer) -> None:
         rows(path)
     assert (info.value.row, info.value.line) == (2, 3)
     assert "quote" in info.value.detail.lower()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'1,"x""\n', b'1,2\n3,"""\n', b'1,"\r\n', b'1,"a\n"",""\n', b'1,"\n"\n2,"\n', b'1,"""""\n'],
+)
+def test_csv_quote_left_open_at_the_end_is_refused(write_bytes: Writer, body: bytes) -> None:
+    # Each file ends in an open quoted field whose end still looks a little like a closed one.
+    with pytest.raises(MalformedFile) as info:
+        rows(write_bytes("a.csv", b"a,b\n" + body))
+    assert "quote" in info.value.detail.lower()
+
+
+def test_csv_one_column_quote_left_open_at_the_end_is_refused(write_bytes: Writer) -> None:
+    # One column: the open field follows a line break, and its tail reads as ',"\n"\n' closed.
+    with pytest.raises(MalformedFile, match="quote"):
+        rows(write_bytes("a.csv", b'a\n"x,"\n"\n'))
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n", b"\r"])
+def test_csv_closed_multiline_last_field_is_read(write_bytes: Writer, ending: bytes) -> None:
+    path = write_bytes("a.csv", b'a,b\n1,"x\n""y"""' + ending)
+    assert rows(path) == [{"a": "1", "b": 'x\n"y"'}]
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=st.text(alphabet='x,"\n\r', max_size=12))
+def test_csv_end_read_as_closed_field_is_never_open(tmp_path_factory: pytest.TempPathFactory, body: str) -> None:
+    """Whenever the reader's shortcut takes the end of a two-column file for a closed quoted field,
+    stdlib csv agrees that no quote is open at the end."""
+    path = tmp_path_factory.mktemp("csv") / "a.csv"
+    path.write_bytes(b"a,b\n" + body.encode())
+    try:
+        last = list(pacsv.read_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True)).to_batches())[-1]
+    except (pa.ArrowInvalid, IndexError):
+        return  # pyarrow refuses the file (or reads no row): the shortcut is never asked
+    value = last.column(1).cast(pa.string())[-1].as_py()
+    if value is None or not _ends_with_closed_field(path, value.encode(), ","):
+        return
+    try:
+        list(csv.reader(io.StringIO(body, newline=""), strict=True))
+    except csv.Error as error:
+        assert "unexpected end of data" not in str(error)
 
 
 def test_csv_wrong_column_count_reports_row_and_line(write_bytes: Writer) -> None:
