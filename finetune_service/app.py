@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from dataset_formats.memory_pool import use_bulk_memory_pool
 from finetune_service import __version__
 from finetune_service.api.catalog import CatalogController
 from finetune_service.api.datasets import DatasetsController
@@ -106,7 +107,9 @@ def served_app(settings: Settings | None = None) -> Litestar:
     cyclic garbage collector's reach: under load its full passes rescanned all of it and stalled
     every request for 200-330 ms (measured with `benchmarks/bench_load.py`). Not done in
     `create_app`, because tests build and drop many apps in one process and frozen objects are
-    only ever freed by reference counting."""
+    only ever freed by reference counting. Arrow gets the pool meant for bulk conversions
+    (`dataset_formats.memory_pool`)."""
+    use_bulk_memory_pool()
     app = create_app(settings)
     app.on_startup.append(_freeze_what_was_built)
     return app

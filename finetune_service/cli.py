@@ -94,8 +94,10 @@ def create_key(settings: Settings, tenant: str, name: str | None) -> int:
 
 def convert_file(args: argparse.Namespace) -> int:
     from dataset_formats.errors import DatasetError
+    from dataset_formats.memory_pool import use_bulk_memory_pool
     from finetune_service.convert_command import ConvertArgs, run_convert
 
+    use_bulk_memory_pool()
     mapping = dict(item.split("=", 1) for item in args.map or [] if "=" in item)
     try:
         summary = run_convert(ConvertArgs(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
 from litestar.testing import AsyncTestClient
 
 from finetune_service.app import create_app, served_app
@@ -122,12 +123,17 @@ def test_convert_explains_bad_input_without_traceback(tmp_path: Path) -> None:
 
 async def test_the_served_app_freezes_what_start_up_built_and_the_test_app_does_not(tmp_path: Path) -> None:
     gc.unfreeze()
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
     try:
         async with AsyncTestClient(create_app(Settings(data_dir=tmp_path / "a"))) as client:
             assert (await client.get("/health")).status_code == 200
             assert gc.get_freeze_count() == 0
+            assert pa.default_memory_pool().backend_name == "system"
         async with AsyncTestClient(served_app(Settings(data_dir=tmp_path / "b"))) as client:
             assert (await client.get("/health")).status_code == 200
             assert gc.get_freeze_count() > 100_000
+            assert pa.default_memory_pool().backend_name == "jemalloc"  # dataset_formats.memory_pool
     finally:
         gc.unfreeze()
+        pa.set_memory_pool(pool)
