@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import itertools
 import os
 from pathlib import Path
 
@@ -46,3 +48,57 @@ def test_failure_while_finishing_closes_and_removes_the_temp_file(
     with pytest.raises(OSError, match="No space"), AtomicJsonlWriter(tmp_path / "out.jsonl") as writer:
         writer.write(b"line\n")
     assert list(tmp_path.iterdir()) == [] and len(os.listdir("/proc/self/fd")) == open_before
+
+
+def _is_direct(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+
+def _direct_supported(directory: Path) -> bool:
+    fd = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        return writer_module._set_direct(fd, True)
+    finally:
+        os.close(fd)
+        (directory / "probe").unlink()
+
+
+@pytest.mark.parametrize("total", [0, 1, 4095, 4096, 4097, 3 * 16384, 3 * 16384 + 17, 100_003])
+def test_output_is_exact_across_staging_buffers_and_partial_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, total: int
+) -> None:
+    monkeypatch.setattr(writer_module, "_STAGE_BYTES", 16384)  # many buffers, as a big file has
+    direct = _direct_supported(tmp_path)
+    data = bytes(i * 7 % 251 for i in range(total))
+    target = tmp_path / "out.jsonl"
+    sizes, start = itertools.cycle([1, 999, 5000, 20000]), 0
+    with AtomicJsonlWriter(target) as writer:
+        assert writer._fd is not None and _is_direct(writer._fd) == direct
+        while start < total:
+            end = min(start + next(sizes), total)
+            writer.write(memoryview(data)[start:end])
+            start = end
+    assert target.read_bytes() == data and writer.bytes_written == total
+
+
+def test_a_filesystem_that_refuses_direct_writes_gets_ordinary_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.fail("this test needs a filesystem with O_DIRECT (ext4, xfs, ...) for tmp_path")
+    real_write = os.write
+    refused = []
+
+    def write(fd: int, data: memoryview) -> int:
+        if _is_direct(fd):
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(writer_module, "_STAGE_BYTES", 16384)
+    monkeypatch.setattr(writer_module.os, "write", write)
+    data = b'{"a":"x"}\n' * 5000
+    target = tmp_path / "out.jsonl"
+    with AtomicJsonlWriter(target) as writer:
+        writer.write(data)
+    assert refused == [16384] and target.read_bytes() == data
