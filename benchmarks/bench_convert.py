@@ -13,8 +13,8 @@ the child around the case, and peak RSS comes from os.wait4's rusage of that chi
 varies far less than wall time on a busy machine. Data and outputs go to benchmarks/out/
 (git-ignored). Cases:
   floor      plain streaming pyarrow CSV read (all columns as strings), nothing else
-  csv        dataset_formats.convert CSV -> JSONL
-  parquet    dataset_formats.convert Parquet -> JSONL
+  csv        dataset_formats.convert CSV -> JSONL (with the Arrow pool serve and convert use)
+  parquet    dataset_formats.convert Parquet -> JSONL (same)
   reference  stdlib csv + msgspec, row by row; its output must be byte-identical to ours
   baseline   pandas read_csv + iterrows + json.dumps, the usual way, on a subset
 """
@@ -106,7 +106,9 @@ def case_floor(source: Path, output: Path) -> int:
 def case_convert(source: Path, output: Path) -> int:
     sys.path.insert(0, str(ROOT))
     from dataset_formats.convert import ConversionOptions, convert
+    from dataset_formats.memory_pool import use_bulk_memory_pool
 
+    use_bulk_memory_pool()
     result = convert(source, output, ConversionOptions())
     assert result.error_count == 0, result.row_errors[:3]
     return result.rows_written
