@@ -48,7 +48,7 @@ class Services:
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, change_feed=settings.change_feed)
         if migrate:
             await upgrade(database)
         key_store = KeyStore(database, settings.api_keys)

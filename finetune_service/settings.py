@@ -65,6 +65,18 @@ def _parse_float(env: Mapping[str, str], name: str, default: float, minimum: flo
     return value
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE + _FALSE:
+        raise ConfigurationError(f"{name} must be true or false (or 1/0, yes/no, on/off), got {raw!r}")
+    return raw in _TRUE
+
+
 def _parse_secret(raw: str) -> str | None:
     secret = raw.strip()
     if secret and len(secret) < 32:
@@ -105,6 +117,9 @@ class Settings:
     sandbox_step_seconds: float = 2.0
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 200
+    # PostgreSQL: answer polls from memory kept current by LISTEN/NOTIFY (db/change_feed.py). Off for
+    # a connection pooler in transaction mode (PgBouncer's default), where LISTEN does not work.
+    change_feed: bool = True
     # Signs expiring media links (HMAC-SHA256). Unset: a random key kept in <data dir>/secret_key.
     secret_key: str | None = None
     together: ProviderCredentials = ProviderCredentials()
@@ -142,6 +157,7 @@ class Settings:
             sandbox_step_seconds=_parse_float(env, "FINETUNE_SANDBOX_STEP_SECONDS", cls.sandbox_step_seconds),
             rate_limit_per_second=_parse_float(env, "FINETUNE_RATE_LIMIT", cls.rate_limit_per_second),
             rate_limit_burst=_parse_int(env, "FINETUNE_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+            change_feed=_parse_bool(env, "FINETUNE_CHANGE_FEED", cls.change_feed),
             secret_key=_parse_secret(env.get("FINETUNE_SECRET_KEY", "")),
             together=ProviderCredentials(
                 api_key=env.get("TOGETHER_API_KEY") or None, base_url=env.get("TOGETHER_BASE_URL") or None

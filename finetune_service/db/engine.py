@@ -44,14 +44,14 @@ def create_engine(url: str) -> AsyncEngine:
 class Database:
     """Owns the engine; hands out sessions that commit on success and roll back on error."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, change_feed: bool = True) -> None:
         self.url = url
         self.engine = create_engine(url)
         # A class of its own, so hooks on this database's sessions never see another's.
         session_class = type("DatabaseSession", (Session,), {})
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, sync_session_class=session_class)
-        self.polling = polling_reads_for(url)
-        if isinstance(self.polling, PostgresPollingReads):
+        self.polling = polling_reads_for(url, change_feed)
+        if isinstance(self.polling, PostgresPollingReads) and self.polling.feed is not None:
             follow_commits(session_class, self.polling.feed)
 
     @property

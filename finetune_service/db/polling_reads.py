@@ -153,16 +153,16 @@ async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
 
 class PostgresPollingReads(PollingReads):
     """Job versions, API keys and unfiltered list pages come from the change feed's memory when it
-    has them."""
+    has them; without a feed (``change_feed=False``) every poll reads the database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, change_feed: bool = True) -> None:
         self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         # Whole jobs are loaded without a transaction (one round trip, not BEGIN, SELECT, ROLLBACK)
         # on a few connections kept open: a burst of changed jobs waits its turn for one rather
         # than opening new connections, which cost the database a process each.
         self._orm = create_async_engine(url, isolation_level="AUTOCOMMIT", pool_size=POOL_SIZE, max_overflow=0)
         self._sessions = async_sessionmaker(self._orm, expire_on_commit=False)
-        self.feed = ChangeFeed(self._dsn)
+        self.feed = ChangeFeed(self._dsn) if change_feed else None
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._statements: dict[str, str] = {}
@@ -194,51 +194,62 @@ class PostgresPollingReads(PollingReads):
         async with self._sessions() as session:
             return list(await session.scalars(statement))
 
-    def _started_feed(self) -> ChangeFeed:
-        self.feed.start()
+    def _started_feed(self) -> ChangeFeed | None:
+        if self.feed is not None:
+            self.feed.start()
         return self.feed
 
     async def job_version(self, tenant_id: str, job_id: str) -> int | None:
-        known = self._started_feed().job(job_id)
+        feed = self._started_feed()
+        if feed is None:
+            return await super().job_version(tenant_id, job_id)
+        known = feed.job(job_id)
         if known is not None:
             return known.version_for(tenant_id)
-        generation = self.feed.generation()
+        generation = feed.generation()
         row = await self._one("SELECT version, tenant_id FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             return None
-        self.feed.remember_job(generation, job_id, str(row[1]), int(row[0]))
+        feed.remember_job(generation, job_id, str(row[1]), int(row[0]))
         return int(row[0]) if row[1] == tenant_id else None
 
     async def active_api_key(self, key_hash: str) -> tuple[str, str] | None:
-        known = self._started_feed().key(key_hash)
+        feed = self._started_feed()
+        if feed is None:
+            return await super().active_api_key(key_hash)
+        known = feed.key(key_hash)
         if known is not None:
             return known
-        generation = self.feed.generation()
+        generation = feed.generation()
         found = await super().active_api_key(key_hash)
         if found is not None:
-            self.feed.remember_key(generation, key_hash, *found)
+            feed.remember_key(generation, key_hash, *found)
         return found
 
     async def job_index(self, tenant_id: str, query: JobFilter) -> JobIndex:
-        known = self._started_feed().job_list(tenant_id, query)
+        feed = self._started_feed()
+        if feed is None:
+            return await super().job_index(tenant_id, query)
+        known = feed.job_list(tenant_id, query)
         if known is not None:
             return known
-        stamp = self.feed.list_stamp(tenant_id)
+        stamp = feed.list_stamp(tenant_id)
         index = await super().job_index(tenant_id, query)
-        self.feed.remember_list(stamp, tenant_id, query, index)
+        feed.remember_list(stamp, tenant_id, query, index)
         return index
 
     async def close(self) -> None:
-        await self.feed.close()
+        if self.feed is not None:
+            await self.feed.close()
         await self._orm.dispose()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
 
-def polling_reads_for(url: str) -> PollingReads:
+def polling_reads_for(url: str, change_feed: bool = True) -> PollingReads:
     """From the SQLAlchemy URL the engine uses (sqlite+aiosqlite:///path or postgresql+asyncpg://...)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return SqlitePollingReads(parsed.database or "")
-    return PostgresPollingReads(url)
+    return PostgresPollingReads(url, change_feed)

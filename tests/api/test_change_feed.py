@@ -4,6 +4,7 @@ database, and are forgotten whenever a change could have been missed."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from finetune_service.app import create_app
 from finetune_service.auth import KeyStore, hash_key
 from finetune_service.db import change_feed
 from finetune_service.db.change_feed import ChangeFeed
@@ -45,7 +47,7 @@ async def other_process(settings: Settings) -> AsyncIterator[Database]:
 
 def feed_of(app: Litestar) -> ChangeFeed:
     polling = app.state.services.database.polling
-    assert isinstance(polling, PostgresPollingReads)
+    assert isinstance(polling, PostgresPollingReads) and polling.feed is not None
     return polling.feed
 
 
@@ -256,3 +258,50 @@ async def copied_job(session: AsyncSession, job_id: str, new_id: str) -> Job:
     assert row is not None
     return Job.model_validate({**row.model_dump(), "id": new_id, "created_at": utcnow(), "updated_at": utcnow(),
                                "idempotency_key": None})
+
+
+async def silent_bump(settings: Settings, job_id: str, error: str) -> None:
+    """A change that announces nothing (triggers off for the session), as every change looks to a
+    process whose LISTEN goes through a pooler in transaction mode."""
+    connection = await asyncpg.connect(settings.database_url.replace("+asyncpg", ""))
+    try:
+        await connection.execute("SET session_replication_role = replica")
+        await connection.execute("UPDATE jobs SET error = $1, version = version + 1 WHERE id = $2", error, job_id)
+    finally:
+        await connection.close()
+
+
+async def test_with_the_feed_off_every_poll_reads_the_database(settings: Settings, client: AsyncTestClient[Litestar],
+                                                                app: Litestar) -> None:
+    await listening_feed(client, app)
+    job_id = str((await a_job(client))["id"])
+    first = await client.get(f"{JOBS}/{job_id}", headers=AUTH_A)
+    await silent_bump(settings, job_id, "changed unannounced")
+    # With the feed, memory keeps the old version: the poll answers 304.
+    stale = await client.get(f"{JOBS}/{job_id}", headers={**AUTH_A, "If-None-Match": first.headers["etag"]})
+    assert stale.status_code == 304
+
+    unfed = create_app(dataclasses.replace(settings, change_feed=False))  # FINETUNE_CHANGE_FEED=false
+    async with AsyncTestClient(unfed) as other:
+        polling = unfed.state.services.database.polling
+        assert isinstance(polling, PostgresPollingReads) and polling.feed is None
+        seen = await other.get(f"{JOBS}/{job_id}", headers={**AUTH_A, "If-None-Match": first.headers["etag"]})
+        assert seen.status_code == 200 and seen.json()["job"]["error"] == "changed unannounced"
+        await silent_bump(settings, job_id, "changed again")
+        again = await other.get(f"{JOBS}/{job_id}", headers={**AUTH_A, "If-None-Match": seen.headers["etag"]})
+        assert again.status_code == 200 and again.json()["job"]["error"] == "changed again"
+        listed = (await other.get(JOBS, headers=AUTH_A)).json()
+        assert [j["error"] for j in listed["jobs"] if j["id"] == job_id] == ["changed again"]
+        listeners = await _listeners(settings)
+    assert listeners == 1  # only the first app's feed listens
+
+
+async def _listeners(settings: Settings) -> int:
+    connection = await asyncpg.connect(settings.database_url.replace("+asyncpg", ""))
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
+            "finetune-service change feed")
+        return count
+    finally:
+        await connection.close()

@@ -27,7 +27,7 @@ def test_everything_from_env(tmp_path: Path) -> None:
         "FINETUNE_SYNC_INTERVAL": "0",
         "FINETUNE_MODEL_ALIASES": "ROBIN_4=together/meta-llama/Llama-3-8b",
         "FINETUNE_FETCH_ALLOWLIST": "127.0.0.1, example.test",
-        "FINETUNE_RATE_LIMIT": "0", "FINETUNE_RATE_LIMIT_BURST": "10",
+        "FINETUNE_RATE_LIMIT": "0", "FINETUNE_RATE_LIMIT_BURST": "10", "FINETUNE_CHANGE_FEED": "Off",
         "TOGETHER_API_KEY": "tk", "TOGETHER_BASE_URL": "http://127.0.0.1:9",
         "OPENAI_API_KEY": "ok", "FIREWORKS_API_KEY": "fk", "FIREWORKS_ACCOUNT_ID": "acct",
     })
@@ -39,6 +39,7 @@ def test_everything_from_env(tmp_path: Path) -> None:
     assert settings.model_aliases["ROBIN_3"] == DEFAULT_MODEL_ALIASES["ROBIN_3"]
     assert settings.fetch_allowlist == ("127.0.0.1", "example.test")
     assert settings.rate_limit_per_second == 0 and settings.rate_limit_burst == 10
+    assert settings.change_feed is False and Settings.from_env({}).change_feed is True
     assert settings.together.configured and settings.together.base_url == "http://127.0.0.1:9"
     assert settings.fireworks.account_id == "acct"
 
@@ -54,6 +55,7 @@ def test_everything_from_env(tmp_path: Path) -> None:
         ({"FINETUNE_DATABASE_URL": "mysql://x/y"}, "not supported"),
         ({"FINETUNE_DATABASE_URL": "just-a-name"}, "must be a URL"),
         ({"FINETUNE_MODEL_ALIASES": "ROBIN_4"}, "ALIAS=provider/model"),
+        ({"FINETUNE_CHANGE_FEED": "maybe"}, "FINETUNE_CHANGE_FEED must be true or false"),
     ],
 )
 def test_bad_values_say_what_to_fix(env: dict[str, str], message: str) -> None:
