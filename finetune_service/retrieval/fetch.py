@@ -42,6 +42,10 @@ class FetchRefused(ValueError):
 class FetchFailed(ValueError):
     """The remote answered with an error, too much data, too slowly, or not at all."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status of an error answer; None when there was none
+
 
 class FetchTooLarge(FetchFailed):
     pass
@@ -232,7 +236,7 @@ class Fetcher:
                     current = urljoin(checked.url, location)
                     continue
                 if response.status_code >= 400:
-                    raise FetchFailed(f"{checked.url} answered HTTP {response.status_code}.")
+                    raise FetchFailed(f"{checked.url} answered HTTP {response.status_code}.", response.status_code)
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.policy.max_bytes:
                     raise FetchTooLarge(f"{checked.url} is {int(declared)} bytes; the limit is "

@@ -82,6 +82,7 @@ from finetune_service.retrieval.fetch import (
     FetchTooLarge,
     crawl_candidates,
 )
+from finetune_service.retrieval.robots import Robots, load_robots
 from finetune_service.retrieval.search import (
     VectorBlock,
     VectorCache,
@@ -361,6 +362,7 @@ class RetrievalService:
         fetched_links = 0
         try:
             await self._set_status(document_id, "indexing", pages=report)
+            robots = await load_robots(self.fetcher, start) if frontier and deep_level > 1 else None
             for level in range(2, deep_level + 1):
                 next_frontier: list[str] = []
                 for link in frontier:
@@ -369,17 +371,9 @@ class RetrievalService:
                     if link in seen:
                         continue
                     seen.add(link)
-                    fetched_links += 1
-                    entry: dict[str, Any] = {"url": link, "level": level}
-                    try:
-                        result = await self.fetcher.fetch(link)
-                        fmt = source_format(self._name_of(result.url), result.content_type, from_url=True)
-                        extracted = await asyncio.to_thread(extract, result.body, fmt, charset=result.charset,
-                                                            url=result.url)
-                    except (FetchFailed, FetchRefused, ExtractionError, UnsupportedFormat) as error:
-                        entry.update(status="skipped", error=str(error))
-                    else:
-                        entry["status"] = "fetched"
+                    fetched_links += 1  # a link the site's robots.txt refuses counts too: the report stays bounded
+                    entry, extracted = await self._visit(link, level, robots)
+                    if extracted is not None:
                         pages.extend(p for p in extracted.pages if p.text.strip())
                         if extracted.format == "html":
                             next_frontier.extend(crawl_candidates(extracted.links, start, seen))
@@ -393,6 +387,20 @@ class RetrievalService:
             await self._set_status(document_id, "failed", error=f"Crawl failed: {error}")
             return
         await self._index(document_id, pages)
+
+    async def _visit(self, link: str, level: int, robots: Robots | None) -> tuple[dict[str, Any], Extracted | None]:
+        """One linked page of a crawl: its report entry, and what it holds when it could be read."""
+        entry: dict[str, Any] = {"url": link, "level": level}
+        refusal = robots.refusal(link) if robots is not None else None
+        if refusal is not None:
+            return {**entry, "status": "skipped", "error": refusal}, None
+        try:
+            result = await self.fetcher.fetch(link)
+            fmt = source_format(self._name_of(result.url), result.content_type, from_url=True)
+            extracted = await asyncio.to_thread(extract, result.body, fmt, charset=result.charset, url=result.url)
+        except (FetchFailed, FetchRefused, ExtractionError, UnsupportedFormat) as error:
+            return {**entry, "status": "skipped", "error": str(error)}, None
+        return {**entry, "status": "fetched"}, extracted
 
     # -- indexing ---------------------------------------------------------------------------
     async def _set_status(self, document_id: str, status: str, *, error: str | None = None,

@@ -203,3 +203,44 @@ async def test_redirect_to_private_address_is_refused(allowed: AsyncTestClient[L
     assert "Refused to fetch http://" in response.json()["detail"]
     assert len(sent) == 1 and sent[0].startswith(f"{base}{path}")  # only the allowed first hop was sent
     assert app.hits[-1] == path
+
+
+ROBOTS = ("User-agent: *\nDisallow: /b\n\n"
+          "User-agent: finetune-service-retrieval\nAllow: /a/open\nDisallow: /a\n")
+
+
+@pytest.mark.parametrize(
+    ("robots", "fetched", "skipped"),
+    [
+        # Our own group applies, not the one for every agent: /b is allowed, /a is not (but /a/open is).
+        ((200, {"content-type": "text/plain"}, ROBOTS.encode()), {"/", "/b", "/a/open"}, {"/a": "robots.txt"}),
+        # Missing (4xx): everything may be crawled.
+        ((404, {"content-type": "text/plain"}, b"no"), {"/", "/a", "/b", "/a/open"}, {}),
+        # Unreachable or failing (5xx): nothing but the start page, which the user asked for.
+        ((503, {"content-type": "text/plain"}, b"busy"), {"/"},
+         {"/a": "could not be read", "/b": "could not be read", "/a/open": "could not be read"}),
+    ],
+)
+async def test_crawl_follows_the_sites_robots_txt(
+    allowed: AsyncTestClient[Litestar], robots: tuple[int, dict[str, str], bytes], fetched: set[str],
+    skipped: dict[str, str],
+) -> None:
+    pages = {
+        "/": html('<p>Start.</p><a href="/a">A</a> <a href="/b">B</a> <a href="/a/open">open</a>'),
+        "/a": html("<p>Private notes.</p>"), "/b": html("<p>Bee keeping.</p>"),
+        "/a/open": html("<p>Open part.</p>"), "/robots.txt": robots,
+    }
+    site = LoopbackSite(pages)
+    with serve_in_thread(site) as base:
+        response = await allowed.post("/api/retrieval/web-pages", headers=AUTH_A,
+                                      json={"url": f"{base}/", "deep_level": 2, "max_links": 10})
+        assert response.status_code == 200, response.text
+        status = await wait_ready(allowed, response.json()["folder"]["apiFolderId"], response.json()["document"]["id"])
+    assert status["status"] == "ready", status
+    by_path = {page["url"].removeprefix(base): page for page in status["pages"]}
+    assert {path for path, page in by_path.items() if page["status"] == "fetched"} == fetched
+    refused = {path: page["error"] for path, page in by_path.items() if page["status"] == "skipped"}
+    assert refused.keys() == skipped.keys()
+    assert all(skipped[path] in error for path, error in refused.items())
+    assert site.hits.count("/robots.txt") == 1
+    assert not set(skipped) & set(site.hits)  # a refused page is never asked for
