@@ -100,6 +100,18 @@ class JobsController(Controller):
     ) -> JobEnvelope:
         return JobEnvelope(job=job_view(await jobs.cancel(principal, job_id)))
 
+    @post("/{job_id:str}/pause", status_code=200, summary="Pause a running job (providers that can: OpenAI)")
+    async def pause_job(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]
+    ) -> JobEnvelope:
+        return JobEnvelope(job=job_view(await jobs.pause(principal, job_id)))
+
+    @post("/{job_id:str}/resume", status_code=200, summary="Resume a paused job")
+    async def resume_job(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]
+    ) -> JobEnvelope:
+        return JobEnvelope(job=job_view(await jobs.resume(principal, job_id)))
+
     @get("/{job_id:str}/events", summary="The job's events, oldest first")
     async def job_events(
         self, job_id: FromPath[str], principal: NamedDependency[Principal], jobs: NamedDependency[JobsService]

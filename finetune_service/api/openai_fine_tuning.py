@@ -66,6 +66,18 @@ class OpenAIFineTuningController(Controller):
     ) -> FineTuningJob:
         return await _view(services, principal, await services.jobs.cancel(principal, job_id))
 
+    @post("/{job_id:str}/pause", status_code=200, summary="Pause a running fine-tuning job (OpenAI-compatible)")
+    async def pause_job(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], services: NamedDependency[Services]
+    ) -> FineTuningJob:
+        return await _view(services, principal, await services.jobs.pause(principal, job_id))
+
+    @post("/{job_id:str}/resume", status_code=200, summary="Resume a paused fine-tuning job (OpenAI-compatible)")
+    async def resume_job(
+        self, job_id: FromPath[str], principal: NamedDependency[Principal], services: NamedDependency[Services]
+    ) -> FineTuningJob:
+        return await _view(services, principal, await services.jobs.resume(principal, job_id))
+
     @get("/{job_id:str}/events", summary="A job's events, newest first (OpenAI-compatible)")
     async def list_events(
         self, job_id: FromPath[str], principal: NamedDependency[Principal], services: NamedDependency[Services],

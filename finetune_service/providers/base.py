@@ -185,6 +185,15 @@ class FineTuneProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class PausableJobs(Protocol):
+    """Optional: providers that can pause a running fine-tune and resume it later (OpenAI)."""
+
+    async def pause_job(self, job_id: str) -> ProviderJob: ...
+
+    async def resume_job(self, job_id: str) -> ProviderJob: ...
+
+
 # ---------------------------------------------------------------------------------- media (optional)
 
 

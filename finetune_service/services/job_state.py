@@ -80,8 +80,10 @@ async def move_to(
     current = _status(job.status)
     if status == current or (status.rank < current.rank) or current.finished:
         return False
+    # Keyed by the version the job leaves, so two processes recording the same change write one
+    # event, and a status the job comes back to (running again after a pause) gets one each time.
     await (recorder or EventRecorder(session, job)).add(
-        "status", message, level=level, dedupe_key=f"status:{status.value}", status_from=current.value,
+        "status", message, level=level, dedupe_key=f"status:{status.value}@{job.version}", status_from=current.value,
         status_to=status.value,
     )
     job.status = status.value

@@ -16,7 +16,7 @@ from finetune_service.db.engine import Database
 from finetune_service.db.job_lists import CursorNotFound, JobFilter, JobIndex
 from finetune_service.db.tables import Job, JobEvent, utcnow
 from finetune_service.errors import Conflict, NotFound, ProviderError, ValidationFailed
-from finetune_service.providers.base import JobStatus, ProviderCheckpoint, ProviderName
+from finetune_service.providers.base import JobStatus, PausableJobs, ProviderCheckpoint, ProviderName
 from finetune_service.schemas.datasets import FormatRequest
 from finetune_service.schemas.jobs import CheckpointView, CreateJobBody, JobEventView
 from finetune_service.services.catalog import Catalog
@@ -233,6 +233,39 @@ class JobsService:
             assert row is not None
             target = remote.status if remote.status.rank >= JobStatus.CANCELLING.rank else JobStatus.CANCELLING
             await move_to(session, row, target, "Cancellation requested")
+            row.raw_status = remote.raw_status
+            touch(row)
+        return await self.get(principal, job_id)
+
+    async def pause(self, principal: Principal, job_id: str) -> Job:
+        return await self._pause_or_resume(principal, job_id, pause=True)
+
+    async def resume(self, principal: Principal, job_id: str) -> Job:
+        return await self._pause_or_resume(principal, job_id, pause=False)
+
+    async def _pause_or_resume(self, principal: Principal, job_id: str, *, pause: bool) -> Job:
+        job = await self.get(principal, job_id)
+        verb, needed = ("paused", JobStatus.RUNNING) if pause else ("resumed", JobStatus.PAUSED)
+        provider = self.catalog.provider(job.provider)
+        if not isinstance(provider, PausableJobs):
+            raise Conflict(f"{provider.display_name} fine-tunes cannot be {verb}; only OpenAI's can.", param="job_id")
+        if job.status != needed or job.provider_job_id is None:
+            raise Conflict(f"Job {job_id} is {job.status}; only a {needed.value} job can be {verb}.", param="job_id")
+        try:
+            remote = await (provider.pause_job if pause else provider.resume_job)(job.provider_job_id)
+        except ProviderError as error:
+            # The job may have moved on at the provider since our last sync: say so, as if we had known.
+            if error.retryable:
+                raise
+            now = await self.refresh(principal, job_id)
+            if now.status != needed:
+                raise Conflict(f"Job {job_id} is {now.status}; only a {needed.value} job can be {verb}.",
+                               param="job_id") from error
+            raise
+        async with self.database.session() as session:
+            row = await session.get(Job, job_id)
+            assert row is not None
+            await move_to(session, row, remote.status, f"{verb.capitalize()} on request")
             row.raw_status = remote.raw_status
             touch(row)
         return await self.get(principal, job_id)

@@ -131,3 +131,50 @@ async def test_provider_rejection_reaches_the_client_with_its_message(settings: 
         assert [j["status"] for j in jobs] == ["failed"]
         assert "acme/not-a-model" in jobs[0]["error"]
     assert emulator.jobs == {}
+
+
+async def _until_status(client: AsyncTestClient[Litestar], job_id: str, wanted: str) -> dict[str, Any]:
+    for _ in range(200):
+        job: dict[str, Any] = (await client.get(f"{JOBS}/{job_id}", params={"update_status": "true"},
+                                                headers=AUTH_A)).json()["job"]
+        if job["status"] == wanted:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} never became {wanted}; it is {job['status']}")
+
+
+async def test_an_openai_job_pauses_and_resumes_and_others_say_they_cannot(settings: Settings) -> None:
+    async with service_on("OPENAI", settings, step_seconds=0.3) as (emulator, _, client, dataset):
+        body = {"name": "pausable", "provider": "OPENAI", "dataset_path": dataset,
+                "model_name": "gpt-4o-mini-2024-07-18"}
+        job = (await client.post(JOBS, json=body, headers=AUTH_A)).json()["job"]
+        early = await client.post(f"{JOBS}/{job['id']}/pause", headers=AUTH_A)
+        assert early.status_code == 409
+        assert early.json()["detail"] == f"Job {job['id']} is {job['status']}; only a running job can be paused."
+        await _until_status(client, job["id"], "running")
+        paused = await client.post(f"{JOBS}/{job['id']}/pause", headers=AUTH_A)
+        assert paused.status_code == 200 and paused.json()["job"]["status"] == "paused", paused.text
+        assert emulator.jobs[job["provider_job_id"]].status == "paused"
+        await asyncio.sleep(0.7)  # longer than the job had left to run: the provider holds it
+        assert (await _until_status(client, job["id"], "paused"))["status"] == "paused"
+        twice = await client.post(f"{JOBS}/{job['id']}/pause", headers=AUTH_A)
+        assert twice.status_code == 409 and "is paused; only a running job" in twice.json()["detail"]
+        # The OpenAI-compatible surface does the same (what client.fine_tuning.jobs.resume calls).
+        resumed = await client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=AUTH_A)
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json()["object"] == "fine_tuning.job" and resumed.json()["status"] == "running"
+        done = await _until_status(client, job["id"], "succeeded")
+        assert done["fine_tuned_model"]
+        events = (await client.get(f"{JOBS}/{job['id']}/events", headers=AUTH_A)).json()["events"]
+        moves = [e["status_to"] for e in events if e["type"] == "status"]
+        assert moves.index("paused") < moves.index("succeeded") and "running" in moves[moves.index("paused"):]
+        late = await client.post(f"{JOBS}/{job['id']}/resume", headers=AUTH_A)
+        assert late.status_code == 409 and "only a paused job can be resumed" in late.json()["detail"]
+
+        sandbox = (await client.post(JOBS, json={**body, "provider": "SANDBOX", "model_name": "sandbox-chat-small"},
+                                     headers=AUTH_A)).json()["job"]
+        refused = await client.post(f"{JOBS}/{sandbox['id']}/pause", headers=AUTH_A)
+        assert refused.status_code == 409 and refused.json()["detail"].startswith("Sandbox")
+        assert refused.json()["detail"].endswith("fine-tunes cannot be paused; only OpenAI's can.")
+        unknown = await client.post(f"{JOBS}/job_nope/resume", headers=AUTH_A)
+        assert unknown.status_code == 404
