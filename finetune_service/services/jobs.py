@@ -246,11 +246,17 @@ class JobsService:
     async def _pause_or_resume(self, principal: Principal, job_id: str, *, pause: bool) -> Job:
         job = await self.get(principal, job_id)
         verb, needed = ("paused", JobStatus.RUNNING) if pause else ("resumed", JobStatus.PAUSED)
+
+        def not_now(status: str) -> Conflict:
+            return Conflict(f"Job {job_id} is {status}; only a {needed.value} job can be {verb}.", param="job_id")
+
         provider = self.catalog.provider(job.provider)
         if not isinstance(provider, PausableJobs):
-            raise Conflict(f"{provider.display_name} fine-tunes cannot be {verb}; only OpenAI's can.", param="job_id")
+            able = ", ".join(sorted(p.display_name for p in self.catalog.providers.values()
+                                    if isinstance(p, PausableJobs)))
+            raise Conflict(f"{provider.display_name} fine-tunes cannot be {verb}; these can: {able}.", param="job_id")
         if job.status != needed or job.provider_job_id is None:
-            raise Conflict(f"Job {job_id} is {job.status}; only a {needed.value} job can be {verb}.", param="job_id")
+            raise not_now(job.status)
         try:
             remote = await (provider.pause_job if pause else provider.resume_job)(job.provider_job_id)
         except ProviderError as error:
@@ -259,8 +265,7 @@ class JobsService:
                 raise
             now = await self.refresh(principal, job_id)
             if now.status != needed:
-                raise Conflict(f"Job {job_id} is {now.status}; only a {needed.value} job can be {verb}.",
-                               param="job_id") from error
+                raise not_now(now.status) from error
             raise
         async with self.database.session() as session:
             row = await session.get(Job, job_id)

@@ -82,7 +82,7 @@ async def test_list_paginates_and_cancel_works(base_url: str) -> None:
     assert [j.id async for j in client.fine_tuning.jobs.list(limit=2)] == ids[::-1]
     cancelled = await client.fine_tuning.jobs.cancel(ids[0])
     assert cancelled.status in ("cancelled", "succeeded")
-    with pytest.raises(openai.ConflictError, match="fine-tunes cannot be paused; only OpenAI's can"):
+    with pytest.raises(openai.ConflictError, match="fine-tunes cannot be paused; these can: OpenAI"):
         await client.fine_tuning.jobs.pause(ids[1])
 
 

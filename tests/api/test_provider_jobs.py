@@ -175,6 +175,6 @@ async def test_an_openai_job_pauses_and_resumes_and_others_say_they_cannot(setti
                                      headers=AUTH_A)).json()["job"]
         refused = await client.post(f"{JOBS}/{sandbox['id']}/pause", headers=AUTH_A)
         assert refused.status_code == 409 and refused.json()["detail"].startswith("Sandbox")
-        assert refused.json()["detail"].endswith("fine-tunes cannot be paused; only OpenAI's can.")
+        assert refused.json()["detail"].endswith("fine-tunes cannot be paused; these can: OpenAI.")
         unknown = await client.post(f"{JOBS}/job_nope/resume", headers=AUTH_A)
         assert unknown.status_code == 404
