@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -38,6 +37,7 @@ from finetune_service.providers.base import (
 )
 from finetune_service.providers.parameters import ParamSpec, validate_parameters
 from finetune_service.providers.sse import chat_chunks
+from finetune_service.providers.upstream_http import backoff_delay, error_message, retry_after
 from finetune_service.settings import ProviderCredentials
 
 log = logging.getLogger(__name__)
@@ -156,37 +156,9 @@ def _detect_format(content: bytes) -> tuple[str, int]:
     return fmt or "CHAT", count
 
 
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    return json.dumps(body)[:500]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        raw = response.headers.get(header)
-        if raw is None:
-            continue
-        try:
-            return max(0.0, float(raw) / divisor)
-        except ValueError:
-            continue
-    return None
-
-
 def map_fireworks_response(response: httpx.Response) -> ProviderError:
     status = response.status_code
-    message = _error_message(response)
+    message = error_message(response.content, response.reason_phrase)
     if status == 401:
         return ProviderError("Fireworks AI rejected the configured API key", provider=DISPLAY_NAME, status=502)
     if status == 403:
@@ -198,12 +170,12 @@ def map_fireworks_response(response: httpx.Response) -> ProviderError:
         return ProviderError(message, provider=DISPLAY_NAME, status=409)
     if status == 429:
         return ProviderError(f"Fireworks AI rate limit: {message}", provider=DISPLAY_NAME, status=429,
-                             retry_after=_retry_after(response), retryable=True)
+                             retry_after=retry_after(response.headers), retryable=True)
     if status == 408:
         return ProviderError("Fireworks AI timed out", provider=DISPLAY_NAME, status=504, retryable=True)
     if status >= 500:
         return ProviderError(f"Fireworks AI is unavailable ({status}): {message}", provider=DISPLAY_NAME,
-                             status=502, retry_after=_retry_after(response), retryable=True)
+                             status=502, retry_after=retry_after(response.headers), retryable=True)
     if status == 402:
         return ProviderError(f"Fireworks AI account cannot be billed: {message}", provider=DISPLAY_NAME,
                              status=502)
@@ -285,11 +257,6 @@ class FireworksProvider:
 
     # ------------------------------------------------------------------ transport with retries
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self._max_retry_after)
-        return random.uniform(0, min(self._backoff_cap, self._backoff_base * 2**attempt))  # full jitter
-
     async def _send(
         self, method: str, path: str, *, ok: tuple[int, ...] = (), stream: bool = False,
         request_timeout: float | None = None, **kwargs: Any,
@@ -324,7 +291,8 @@ class FireworksProvider:
                     raise error
             if attempt >= self._max_retries:
                 raise error
-            delay = self._delay(attempt, error.retry_after)
+            delay = backoff_delay(attempt, error.retry_after, base=self._backoff_base, cap=self._backoff_cap,
+                                  max_asked=self._max_retry_after)
             attempt += 1
             log.info("Fireworks %s %s failed (%s); retry %d in %.3fs", method, path, error.status, attempt, delay)
             await asyncio.sleep(delay)

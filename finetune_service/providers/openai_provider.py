@@ -14,14 +14,11 @@ import base64
 import functools
 import inspect
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx2
-import msgspec
 import openai
 from openai import AsyncOpenAI
 
@@ -39,8 +36,9 @@ from finetune_service.providers.base import (
     ProviderJob,
     ProviderName,
 )
+from finetune_service.providers.chat_streams import ChatStreamOpener
 from finetune_service.providers.parameters import ParamSpec, validate_parameters
-from finetune_service.providers.sse import chat_chunks
+from finetune_service.providers.upstream_http import backoff_delay, retry_after
 from finetune_service.settings import ProviderCredentials
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,6 @@ DISPLAY_NAME = "OpenAI"
 CLIENT_REFERENCE_KEY = "client_reference"
 MAX_SUFFIX_LENGTH = 64
 _T = TypeVar("_T")
-_encoder = msgspec.json.Encoder()
 
 # Fine-tunable snapshots (OpenAI fine-tuning guide). Context = the longest training example.
 FINE_TUNABLE_MODELS: tuple[BaseModelInfo, ...] = tuple(
@@ -113,19 +110,6 @@ def _error_message(error: openai.APIStatusError) -> str:
     return error.message
 
 
-def _retry_after(error: openai.APIStatusError) -> float | None:
-    headers = error.response.headers
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        raw = headers.get(header)
-        if raw is None:
-            continue
-        try:
-            return max(0.0, float(raw) / divisor)
-        except ValueError:
-            continue
-    return None
-
-
 def _refused(error: BaseException) -> bool:
     """Whether a connection error (refused, reset) caused `error`: the SDK's aiohttp transport
     reports every aiohttp connection error as a connect timeout."""
@@ -137,6 +121,26 @@ def _refused(error: BaseException) -> bool:
     return False
 
 
+def map_openai_status(status: int, message: str, asked_wait: float | None) -> ProviderError:
+    """Our `ProviderError` for an HTTP error answer from OpenAI."""
+    provider = DISPLAY_NAME
+    if status == 401:
+        return ProviderError("OpenAI rejected the configured API key", provider=provider, status=502)
+    if status == 403:
+        return ProviderError(f"OpenAI refused the request: {message}", provider=provider, status=502)
+    if status == 404:
+        return ProviderError(message, provider=provider, status=404)
+    if status == 409:
+        return ProviderError(message, provider=provider, status=409, retryable=True)
+    if status == 429:
+        return ProviderError(f"OpenAI rate limit: {message}", provider=provider, status=429,
+                             retry_after=asked_wait, retryable=True)
+    if status >= 500:
+        return ProviderError(f"OpenAI is unavailable ({status}): {message}", provider=provider, status=502,
+                             retry_after=asked_wait, retryable=True)
+    return ProviderError(message, provider=provider, status=422)
+
+
 def map_openai_error(error: Exception) -> ProviderError:
     """Turn an SDK exception into our `ProviderError` (keys never included)."""
     provider = DISPLAY_NAME
@@ -145,23 +149,7 @@ def map_openai_error(error: Exception) -> ProviderError:
     if isinstance(error, openai.APIConnectionError):
         return ProviderError("Could not reach OpenAI", provider=provider, status=502, retryable=True)
     if isinstance(error, openai.APIStatusError):
-        status = error.status_code
-        message = _error_message(error)
-        if status == 401:
-            return ProviderError("OpenAI rejected the configured API key", provider=provider, status=502)
-        if status == 403:
-            return ProviderError(f"OpenAI refused the request: {message}", provider=provider, status=502)
-        if status == 404:
-            return ProviderError(message, provider=provider, status=404)
-        if status == 409:
-            return ProviderError(message, provider=provider, status=409, retryable=True)
-        if status == 429:
-            return ProviderError(f"OpenAI rate limit: {message}", provider=provider, status=429,
-                                 retry_after=_retry_after(error), retryable=True)
-        if status >= 500:
-            return ProviderError(f"OpenAI is unavailable ({status}): {message}", provider=provider, status=502,
-                                 retry_after=_retry_after(error), retryable=True)
-        return ProviderError(message, provider=provider, status=422)
+        return map_openai_status(error.status_code, _error_message(error), retry_after(error.response.headers))
     if isinstance(error, openai.APIError):  # e.g. an error event in the middle of a stream
         return ProviderError(f"OpenAI error: {error.message}", provider=provider, status=502, retryable=True)
     return ProviderError(f"Unexpected OpenAI client error: {type(error).__name__}", provider=provider, status=502)
@@ -203,6 +191,7 @@ class OpenAIProvider:
         self._timeout = timeout
         self._max_retries = max_retries
         self._client: AsyncOpenAI | None = None
+        self._opener: ChatStreamOpener | None = None
 
     # ------------------------------------------------------------------ basics
 
@@ -228,6 +217,9 @@ class OpenAIProvider:
         return self._client
 
     async def aclose(self) -> None:
+        if self._opener is not None:
+            await self._opener.aclose()
+            self._opener = None
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -315,12 +307,10 @@ class OpenAIProvider:
                         return existing
                 if attempt >= self._max_retries:
                     raise mapped from error
+                delay = backoff_delay(attempt, mapped.retry_after, cap=8.0)
                 attempt += 1
-                delay = mapped.retry_after
-                if delay is None:
-                    delay = min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.75 + 0.25 * random.random())
                 log.info("OpenAI job create failed (%s); retry %d in %.2fs", mapped.status, attempt, delay)
-                await asyncio.sleep(min(delay, 60.0))
+                await asyncio.sleep(delay)
                 continue
             return self._to_job(job)
 
@@ -445,22 +435,17 @@ class OpenAIProvider:
         """Opens the upstream stream now (its errors raise here); the iterator yields chunk dicts."""
         request = dict(body, stream=True)
         request.setdefault("stream_options", {"include_usage": True})
-        content = _encoder.encode(request)
-        # The SDK's documented `post` with `cast_to=httpx2.Response` keeps its auth, headers,
-        # retries, timeouts and status errors but skips what made `chat.completions.create` cost
-        # more than relaying the whole stream: a transform of every parameter, a JSON re-encoding
-        # and a response wrapper. The body is our own validated request, already plain JSON.
-        response = await self._call(lambda: self.client.post(
-            "/chat/completions", cast_to=httpx2.Response, content=content, stream=True,
-        ))
-        return self._chunks(response)
+        return await self._streams().open(request)
 
-    async def _chunks(self, response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
-        try:
-            async for chunk in chat_chunks(response.aiter_bytes(), DISPLAY_NAME):
-                yield chunk
-        finally:
-            await response.aclose()
+    def _streams(self) -> ChatStreamOpener:
+        if self._opener is None:
+            client = self.client  # refuses with a clear error when no key is configured
+            self._opener = ChatStreamOpener(
+                provider=DISPLAY_NAME, url=f"{client.base_url}chat/completions",
+                headers={"Authorization": f"Bearer {self._credentials.api_key}"},
+                timeout=self._timeout, max_retries=self._max_retries, map_status=map_openai_status,
+            )
+        return self._opener
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         request = dict(body)

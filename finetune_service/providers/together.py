@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
 import hashlib
 import json
 import logging
@@ -27,7 +26,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +51,7 @@ from finetune_service.providers.base import (
     ProviderName,
 )
 from finetune_service.providers.parameters import ParamSpec, validate_parameters
+from finetune_service.providers.upstream_http import retry_after
 from finetune_service.settings import ProviderCredentials
 
 log = logging.getLogger(__name__)
@@ -178,21 +177,6 @@ def _wire(obj: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    with contextlib.suppress(KeyError, ValueError):
-        return float(headers["retry-after-ms"]) / 1000
-    value = headers.get("retry-after")
-    if value:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(value))
-        parsed = email.utils.parsedate_tz(value)
-        if parsed is not None:
-            return max(0.0, email.utils.mktime_tz(parsed) - time.time())
-    with contextlib.suppress(KeyError, ValueError):
-        return max(0.0, float(headers["x-ratelimit-reset"]))
-    return None
-
-
 def _provider_message(exc: together.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -268,11 +252,11 @@ class TogetherProvider:
                 return ProviderError("Together AI rejected the configured API key", provider=provider, status=502)
             if status == 429:
                 return ProviderError(f"Together AI rate limit: {message}", provider=provider, status=429,
-                                     retry_after=_retry_after(exc.response.headers), retryable=True)
+                                     retry_after=retry_after(exc.response.headers), retryable=True)
             if status == 408 or status >= 500:
                 return ProviderError(f"Together AI is unavailable (HTTP {status}): {message}", provider=provider,
                                      status=504 if status in (408, 504) else 502,
-                                     retry_after=_retry_after(exc.response.headers), retryable=True)
+                                     retry_after=retry_after(exc.response.headers), retryable=True)
             if status == 402:
                 return ProviderError(f"Together AI refused the request for billing reasons: {message}",
                                      provider=provider, status=502)

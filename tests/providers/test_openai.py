@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from openai import AsyncOpenAI
 
 from finetune_service.errors import ProviderError, ValidationFailed
 from finetune_service.providers.base import CreateJobRequest, FineTuneProvider, JobStatus
+from finetune_service.providers.chat_streams import environment_proxy
 from finetune_service.providers.openai_provider import OpenAIProvider, map_openai_error
 from finetune_service.providers.parameters import validate_parameters
 from finetune_service.settings import ProviderCredentials
@@ -373,6 +375,73 @@ async def test_streams_reuse_one_upstream_connection(provider: OpenAIProvider, e
     assert len(streams) == 3 and len({r.peer for r in streams}) == 1
 
 
+STREAM_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Where is Nairobi?"}]}
+
+
+async def test_stream_open_retries_a_rate_limit_then_streams(
+    provider: OpenAIProvider, emulator: OpenAIEmulator,
+) -> None:
+    emulator.faults.add("POST", r"/v1/chat/completions$", status=429, times=1, retry_after=0.01)
+    chunks = [c async for c in await provider.stream_chat_completion(STREAM_BODY)]
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+    # The emulator records no status for a streamed answer.
+    assert [r.status for r in emulator.router.requests_to("POST", r"/chat/completions$")] == [429, None]
+
+
+async def test_stream_open_gives_up_with_the_last_error(base_url: str, emulator: OpenAIEmulator) -> None:
+    emulator.faults.add("POST", r"/v1/chat/completions$", status=503, times=10, retry_after=0.01)
+    provider = OpenAIProvider(ProviderCredentials(api_key=KEY, base_url=base_url), max_retries=1)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.stream_chat_completion(STREAM_BODY)
+    finally:
+        await provider.aclose()
+    assert (caught.value.status, caught.value.retryable, caught.value.retry_after) == (502, True, 0.01)
+    assert "OpenAI is unavailable (503)" in caught.value.detail
+    assert len(emulator.router.requests_to("POST", r"/chat/completions$")) == 2  # 1 + max_retries
+
+
+async def test_stream_open_timeout_is_504_and_refused_is_502(base_url: str, emulator: OpenAIEmulator) -> None:
+    emulator.faults.add("POST", r"/v1/chat/completions$", delay=0.8)
+    slow = OpenAIProvider(ProviderCredentials(api_key=KEY, base_url=base_url), timeout=0.3, max_retries=0)
+    gone = OpenAIProvider(ProviderCredentials(api_key=KEY, base_url="http://127.0.0.1:9/v1"), max_retries=0)
+    try:
+        with pytest.raises(ProviderError) as timed_out:
+            await slow.stream_chat_completion(STREAM_BODY)
+        with pytest.raises(ProviderError) as refused:
+            await gone.stream_chat_completion(STREAM_BODY)
+    finally:
+        await slow.aclose()
+        await gone.aclose()
+    assert (timed_out.value.status, timed_out.value.detail) == (504, "OpenAI did not answer in time")
+    assert (refused.value.status, refused.value.detail) == (502, "Could not reach OpenAI")
+
+
+async def test_a_stream_cut_midway_raises_a_provider_error() -> None:
+    first = b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+
+    async def answer_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        writer.write(head + f"{len(first):x}\r\n".encode() + first + b"\r\n")
+        await writer.drain()
+        writer.close()  # no terminating chunk: the body is cut
+
+    server = await asyncio.start_server(answer_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = OpenAIProvider(ProviderCredentials(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1"))
+    received = []
+    try:
+        with pytest.raises(ProviderError) as caught:
+            async for chunk in await provider.stream_chat_completion(STREAM_BODY):
+                received.append(chunk)
+    finally:
+        await provider.aclose()
+        server.close()
+    assert [c["choices"][0]["delta"]["content"] for c in received] == ["Hi"]
+    assert (caught.value.status, caught.value.detail) == (502, "OpenAI stream was interrupted")
+
+
 async def test_list_models_keeps_only_fine_tunable_snapshots(provider: OpenAIProvider) -> None:
     models = await provider.list_models()
     ids = {m.id for m in models}
@@ -429,3 +498,32 @@ async def test_chat_passes_unknown_fields_through_and_rejects_malformed_bodies(
     with pytest.raises(ProviderError) as caught:
         await provider.chat_completion({"model": "gpt-4o-mini"})  # no messages
     assert caught.value.status == 422
+
+
+def proxy_environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
+    """Exactly these proxy variables, whatever the machine running the tests has set."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_streams_use_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy_environment(monkeypatch, HTTPS_PROXY="http://proxy.internal:3128", NO_PROXY="localhost,.example.org")
+    assert environment_proxy("https://api.openai.com/v1/chat/completions") == "http://proxy.internal:3128"
+    assert environment_proxy("https://llm.example.org/v1/chat/completions") is None
+    assert environment_proxy("http://api.openai.com/v1/chat/completions") is None  # no HTTP_PROXY
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert environment_proxy("https://api.openai.com/v1/chat/completions") is None
+
+
+async def test_a_stream_goes_through_that_proxy(base_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The emulator stands in for the proxy: a host that does not resolve is reached only through it.
+    proxy_environment(monkeypatch, HTTP_PROXY=base_url.removesuffix("/v1"))
+    provider = OpenAIProvider(ProviderCredentials(api_key=KEY, base_url="http://upstream.invalid/v1"))
+    try:
+        chunks = [c async for c in await provider.stream_chat_completion(STREAM_BODY)]
+    finally:
+        await provider.aclose()
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
