@@ -29,6 +29,8 @@ _encoder = msgspec.json.Encoder()
 
 # Turns a failed answer (status, message, Retry-After seconds) into the provider's `ProviderError`.
 StatusMapper = Callable[[int, str, float | None], ProviderError]
+# Seconds to wait before retry number `attempt + 1`, given what the provider asked for.
+RetryDelay = Callable[[int, float | None], float]
 
 
 def environment_proxy(url: str) -> str | None:
@@ -51,7 +53,7 @@ class ChatStreamOpener:
 
     def __init__(
         self, *, provider: str, url: str, headers: Mapping[str, str], timeout: float, max_retries: int,
-        map_status: StatusMapper,
+        map_status: StatusMapper, delay: RetryDelay = backoff_delay,
     ) -> None:
         self._provider = provider
         self._url = url
@@ -60,6 +62,7 @@ class ChatStreamOpener:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 10.0), sock_read=timeout)
         self._max_retries = max_retries
         self._map_status = map_status
+        self._delay = delay
         self._proxy = environment_proxy(url)
         self._session: aiohttp.ClientSession | None = None
 
@@ -99,7 +102,7 @@ class ChatStreamOpener:
                                          retry_after(response.headers))
             if not error.retryable or attempt >= self._max_retries:
                 raise error
-            delay = backoff_delay(attempt, error.retry_after)
+            delay = self._delay(attempt, error.retry_after)
             attempt += 1
             log.info("%s stream failed to open (%s); retry %d in %.3fs", self._provider, error.status, attempt, delay)
             await asyncio.sleep(delay)

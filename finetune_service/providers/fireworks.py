@@ -13,6 +13,7 @@ Idempotency: datasets are named after a hash of their content and jobs after our
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -35,8 +36,8 @@ from finetune_service.providers.base import (
     ProviderJob,
     ProviderName,
 )
+from finetune_service.providers.chat_streams import ChatStreamOpener
 from finetune_service.providers.parameters import ParamSpec, validate_parameters
-from finetune_service.providers.sse import chat_chunks
 from finetune_service.providers.upstream_http import backoff_delay, error_message, retry_after
 from finetune_service.settings import ProviderCredentials
 
@@ -46,7 +47,6 @@ DEFAULT_BASE_URL = "https://api.fireworks.ai"
 DISPLAY_NAME = "Fireworks AI"
 BASE_ACCOUNT = "fireworks"
 MAX_DIRECT_UPLOAD_BYTES = 150 * 1024 * 1024
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 STATIC_MODELS: tuple[BaseModelInfo, ...] = tuple(
     BaseModelInfo(id=f"accounts/{BASE_ACCOUNT}/models/{model_id}", name=name, context_length=context,
@@ -157,8 +157,12 @@ def _detect_format(content: bytes) -> tuple[str, int]:
 
 
 def map_fireworks_response(response: httpx.Response) -> ProviderError:
-    status = response.status_code
-    message = error_message(response.content, response.reason_phrase)
+    return map_fireworks_status(response.status_code, error_message(response.content, response.reason_phrase),
+                                retry_after(response.headers))
+
+
+def map_fireworks_status(status: int, message: str, asked_wait: float | None) -> ProviderError:
+    """Our `ProviderError` for an HTTP error answer from Fireworks AI."""
     if status == 401:
         return ProviderError("Fireworks AI rejected the configured API key", provider=DISPLAY_NAME, status=502)
     if status == 403:
@@ -170,12 +174,12 @@ def map_fireworks_response(response: httpx.Response) -> ProviderError:
         return ProviderError(message, provider=DISPLAY_NAME, status=409)
     if status == 429:
         return ProviderError(f"Fireworks AI rate limit: {message}", provider=DISPLAY_NAME, status=429,
-                             retry_after=retry_after(response.headers), retryable=True)
+                             retry_after=asked_wait, retryable=True)
     if status == 408:
         return ProviderError("Fireworks AI timed out", provider=DISPLAY_NAME, status=504, retryable=True)
     if status >= 500:
         return ProviderError(f"Fireworks AI is unavailable ({status}): {message}", provider=DISPLAY_NAME,
-                             status=502, retry_after=retry_after(response.headers), retryable=True)
+                             status=502, retry_after=asked_wait, retryable=True)
     if status == 402:
         return ProviderError(f"Fireworks AI account cannot be billed: {message}", provider=DISPLAY_NAME,
                              status=502)
@@ -205,12 +209,11 @@ class FireworksProvider:
         self._timeout = timeout
         self._upload_timeout = upload_timeout
         self._max_retries = max_retries
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._max_retry_after = max_retry_after
+        self._delay = functools.partial(backoff_delay, base=backoff_base, cap=backoff_cap, max_asked=max_retry_after)
         self._dataset_ready_polls = dataset_ready_polls
         self._poll_interval = poll_interval
         self._client: httpx.AsyncClient | None = None
+        self._opener: ChatStreamOpener | None = None
 
     # ------------------------------------------------------------------ basics
 
@@ -242,6 +245,9 @@ class FireworksProvider:
         return self._client
 
     async def aclose(self) -> None:
+        if self._opener is not None:
+            await self._opener.aclose()
+            self._opener = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -258,8 +264,8 @@ class FireworksProvider:
     # ------------------------------------------------------------------ transport with retries
 
     async def _send(
-        self, method: str, path: str, *, ok: tuple[int, ...] = (), stream: bool = False,
-        request_timeout: float | None = None, **kwargs: Any,
+        self, method: str, path: str, *, ok: tuple[int, ...] = (), request_timeout: float | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """One logical call: retries 408/429/5xx/connection errors/timeouts with backoff, honouring
         `retry-after`; maps the final failure to `ProviderError`. Statuses in `ok` are returned."""
@@ -273,7 +279,7 @@ class FireworksProvider:
                     timeout=request_timeout if request_timeout is not None else httpx.USE_CLIENT_DEFAULT,
                     **kwargs,
                 )
-                response = await client.send(request, stream=stream)
+                response = await client.send(request)
             except httpx.TimeoutException:
                 error = ProviderError("Fireworks AI did not answer in time", provider=DISPLAY_NAME, status=504,
                                       retryable=True)
@@ -283,16 +289,12 @@ class FireworksProvider:
             else:
                 if response.status_code < 400 or response.status_code in ok:
                     return response
-                if stream:
-                    await response.aread()
-                    await response.aclose()
                 error = map_fireworks_response(response)
-                if response.status_code not in _RETRY_STATUSES and response.status_code < 500:
+                if not error.retryable:
                     raise error
             if attempt >= self._max_retries:
                 raise error
-            delay = backoff_delay(attempt, error.retry_after, base=self._backoff_base, cap=self._backoff_cap,
-                                  max_asked=self._max_retry_after)
+            delay = self._delay(attempt, error.retry_after)
             attempt += 1
             log.info("Fireworks %s %s failed (%s); retry %d in %.3fs", method, path, error.status, attempt, delay)
             await asyncio.sleep(delay)
@@ -529,20 +531,17 @@ class FireworksProvider:
 
     async def stream_chat_completion(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Opens the upstream stream now (its errors raise here); the iterator yields chunk dicts."""
-        request = dict(self._inference_body(body), stream=True)
-        response = await self._send("POST", "/inference/v1/chat/completions", json=request, stream=True,
-                                    headers={"Accept": "text/event-stream"})
-        return self._chunks(response)
+        return await self._streams().open(dict(self._inference_body(body), stream=True))
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        try:
-            async for chunk in chat_chunks(response.aiter_bytes(), DISPLAY_NAME):
-                yield chunk
-        except httpx.TransportError:
-            raise ProviderError("Fireworks AI stream was interrupted", provider=DISPLAY_NAME, status=502,
-                                retryable=True) from None
-        finally:
-            await response.aclose()
+    def _streams(self) -> ChatStreamOpener:
+        if self._opener is None:
+            self._http()  # refuses with a clear error when the account is not configured
+            self._opener = ChatStreamOpener(
+                provider=DISPLAY_NAME, url=f"{self.base_url}/inference/v1/chat/completions",
+                headers={"Authorization": f"Bearer {self._credentials.api_key}"}, timeout=self._timeout,
+                max_retries=self._max_retries, map_status=map_fireworks_status, delay=self._delay,
+            )
+        return self._opener
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._json("POST", "/inference/v1/embeddings", json=self._inference_body(body))
