@@ -10,12 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
-from litestar.response import Stream
 
-from finetune_service.api.streaming import SSE_HEADERS, STREAMED
+from finetune_service.api.streaming import STREAMED, EventStream
 from finetune_service.auth import Principal
 from finetune_service.errors import NotFound
 from finetune_service.schemas.completions import (
@@ -45,8 +43,7 @@ class OpenAIController(Controller):
         body = decode_body(await request.body(), ChatCompletionRequest)
         if body.stream:
             stream = await completions.open_stream(principal, body)
-            return Stream(stream.events(), media_type="text/event-stream", headers=SSE_HEADERS,
-                          background=BackgroundTask(stream.aclose))
+            return EventStream(stream.events(), stream.aclose)
         return Response(await completions.complete(principal, body), media_type=MediaType.JSON)
 
     @post("/embeddings", status_code=200, summary="Embeddings (OpenAI-compatible)")

@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
-from litestar.response import Stream
 
-from finetune_service.api.streaming import SSE_HEADERS, STREAMED
+from finetune_service.api.streaming import STREAMED, EventStream
 from finetune_service.auth import Principal
 from finetune_service.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from finetune_service.schemas.retrieval import (
@@ -153,6 +151,5 @@ class RetrievalController(Controller):
                      retrieval: NamedDependency[RetrievalService]) -> Response[Any]:
         if data.stream:
             events, closer = await retrieval.answer_stream(principal, data)
-            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS,
-                          background=BackgroundTask(closer))
+            return EventStream(events, closer)
         return Response(await retrieval.answer(principal, data))

@@ -14,15 +14,13 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
-from litestar.response import Stream
 
 from finetune_service.api.datasets import upload_chunks
 from finetune_service.api.problems import EXCEPTION_HANDLERS
-from finetune_service.api.streaming import SSE_HEADERS, STREAMED
+from finetune_service.api.streaming import STREAMED, EventStream
 from finetune_service.auth import Principal
 from finetune_service.errors import UnsupportedMediaType, ValidationFailed
 from finetune_service.schemas.retrieval import FolderFiles, SimilarResponse
@@ -125,14 +123,12 @@ class RobinController(Controller):
             grounded = answer_request(body)
             if grounded.stream:
                 events, closer = await retrieval.answer_stream(principal, grounded)
-                return Stream(robin_events(events, body.model), media_type="text/event-stream",
-                              headers=SSE_HEADERS, background=BackgroundTask(closer))
+                return EventStream(robin_events(events, body.model), closer)
             return Response(completion_answer(await retrieval.answer(principal, grounded)), media_type=MediaType.JSON)
         chat = chat_request(body)
         if chat.stream:
             stream = await completions.open_stream(principal, chat)
-            return Stream(robin_events(stream.events(), body.model), media_type="text/event-stream",
-                          headers=SSE_HEADERS, background=BackgroundTask(stream.aclose))
+            return EventStream(robin_events(stream.events(), body.model), stream.aclose)
         return Response(completion_answer(await completions.complete(principal, chat)), media_type=MediaType.JSON)
 
     @post("/text-to-image", status_code=200, summary="RobinApi: draw an image; answers its URL (a JSON string)",
