@@ -60,7 +60,8 @@ def run_emulator(port: int) -> None:
 def run_service(port: int, upstream: str, data_dir: str) -> None:
     import uvicorn
 
-    from finetune_service.app import served_app
+    from finetune_service.access_log import uvicorn_log_config
+    from finetune_service.app import served_asgi
     from finetune_service.settings import ProviderCredentials, Settings
 
     settings = Settings(
@@ -69,8 +70,9 @@ def run_service(port: int, upstream: str, data_dir: str) -> None:
         rate_limit_per_second=1e9, rate_limit_burst=10**9,
         openai=ProviderCredentials(api_key=UPSTREAM_KEY, base_url=f"{upstream}/v1"),
     )
-    # As `finetune-service serve` runs it: the served app, uvicorn's own log level (access log on).
-    uvicorn.run(served_app(settings), host="127.0.0.1", port=port)
+    # As `finetune-service serve` runs it: the served app behind the access log written after each
+    # response (access_log.py), uvicorn's log level.
+    uvicorn.run(served_asgi(settings), host="127.0.0.1", port=port, log_config=uvicorn_log_config())
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:

@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from dataset_formats.memory_pool import use_bulk_memory_pool
 from finetune_service import __version__
+from finetune_service.access_log import AccessLog
 from finetune_service.api.catalog import CatalogController
 from finetune_service.api.datasets import DatasetsController
 from finetune_service.api.deps import DEPENDENCIES
@@ -113,3 +114,9 @@ def served_app(settings: Settings | None = None) -> Litestar:
     app = create_app(settings)
     app.on_startup.append(_freeze_what_was_built)
     return app
+
+
+def served_asgi(settings: Settings | None = None) -> AccessLog:
+    """What `finetune-service serve` hands uvicorn, with uvicorn's own access log off: the served
+    app inside the access log that writes its line after each response (`access_log.py`)."""
+    return AccessLog(served_app(settings))

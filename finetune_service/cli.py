@@ -44,7 +44,8 @@ async def _open_mode(settings: Settings) -> bool:
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     import uvicorn
 
-    from finetune_service.app import served_app
+    from finetune_service.access_log import uvicorn_log_config
+    from finetune_service.app import served_asgi
 
     if workers < 1:
         print(f"--workers must be at least 1, got {workers}", file=sys.stderr)
@@ -60,10 +61,10 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     if workers > 1:
         # Each worker process builds its app from the same environment; the migrations ran above,
         # and the scheduler's leases keep the workers from syncing the same job twice.
-        uvicorn.run("finetune_service.app:served_app", factory=True, workers=workers, host=host, port=port,
-                    proxy_headers=False)
+        uvicorn.run("finetune_service.app:served_asgi", factory=True, workers=workers, host=host, port=port,
+                    proxy_headers=False, log_config=uvicorn_log_config())
     else:
-        uvicorn.run(served_app(settings), host=host, port=port, proxy_headers=False)
+        uvicorn.run(served_asgi(settings), host=host, port=port, proxy_headers=False, log_config=uvicorn_log_config())
     return 0
 
 
