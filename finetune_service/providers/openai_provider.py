@@ -1,4 +1,5 @@
-"""OpenAI fine-tuning through the official `openai` SDK (3.x, `AsyncOpenAI`).
+"""OpenAI fine-tuning through the official `openai` SDK (3.x, `AsyncOpenAI`); streamed chat
+completions are opened with one aiohttp request instead (`providers/chat_streams.py` says why).
 
 Wire facts this adapter relies on are in `shared/specs/PROVIDERS.md` §2: hyperparameters
 go under `method.<type>.hyperparameters`; jobs carry our `client_reference` in `metadata`
@@ -210,8 +211,8 @@ class OpenAIProvider:
                 base_url=self._credentials.base_url or DEFAULT_BASE_URL,
                 timeout=self._timeout,
                 max_retries=self._max_retries,
-                # The SDK's aiohttp transport (`openai[aiohttp]`) sends a request and reads a stream
-                # for about half the CPU of its default httpx2 one: a relayed stream pays both.
+                # The SDK's aiohttp transport (`openai[aiohttp]`) sends a request for about half the
+                # CPU of its default httpx2 one; relayed completions and embeddings pay it each time.
                 http_client=openai.DefaultAioHttpClient(),
             )
         return self._client
