@@ -6,46 +6,20 @@ import contextlib
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import REPO
-from tests.emulators.server import free_port, serve_in_thread
+from tests.emulators.server import serve_in_thread
 from tests.emulators.together import create_together_emulator
+from tests.service_process import KEY, service
 
-KEY = "kill-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
-
-
-@contextmanager
-def service(data_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    environment = {**os.environ, "FINETUNE_DATA_DIR": str(data_dir), "FINETUNE_API_KEYS": f"acme:{KEY}",
-                   "FINETUNE_SYNC_INTERVAL": "0", "FINETUNE_RATE_LIMIT": "0", **env}
-    process = subprocess.Popen([sys.executable, "-m", "finetune_service", "serve", "--port", str(port)],
-                               env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            assert process.poll() is None and time.monotonic() < deadline, "service did not start"
-            time.sleep(0.1)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def visible_files(root: Path) -> list[Path]:

@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +10,7 @@ import httpx
 import pytest
 
 from finetune_service.access_log import AccessLog, log
-from tests.emulators.server import free_port
+from tests.service_process import service
 
 SCOPE: dict[str, Any] = {"type": "http", "method": "GET", "path": "/v1/models", "raw_path": b"/v1/models",
                          "query_string": b"x=1",
@@ -71,22 +67,9 @@ async def test_no_response_no_line_and_other_scopes_pass_through(happened: list[
 
 
 def test_serve_writes_one_line_per_request_in_uvicorns_format(tmp_path: Path) -> None:
-    port = free_port()
-    environment = {**os.environ, "FINETUNE_DATA_DIR": str(tmp_path), "FINETUNE_SYNC_INTERVAL": "0"}
-    process = subprocess.Popen([sys.executable, "-m", "finetune_service", "serve", "--port", str(port)],
-                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            assert process.poll() is None and time.monotonic() < deadline, "service did not start"
-            time.sleep(0.1)
+    with service(tmp_path, stdout=subprocess.PIPE) as (url, process):
         assert httpx.get(f"{url}/no-such-page").status_code == 404  # Litestar's middleware never sees these
         assert httpx.delete(f"{url}/health").status_code == 405
-    finally:
         process.terminate()
         output, _ = process.communicate(timeout=20)
     # Without the client's port, which changes with every request.
