@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ import msgspec
 
 from finetune_service.errors import ProviderError
 from finetune_service.providers.sse import chat_chunks
-from finetune_service.providers.upstream_http import backoff_delay, error_message, retry_after
+from finetune_service.providers.upstream_http import backoff_delay, error_message, redact, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,21 @@ def environment_proxy(url: str) -> str | None:
 class ChatStreamOpener:
     """POSTs a streamed chat completion and hands back its chunks; one keep-alive session per opener.
 
+    The API key is sent as a bearer token and removed from every error message the provider sends.
     Opening retries what the provider marks retryable (connection failures, timeouts, 429, 5xx)
     with backoff, honouring Retry-After, like the SDKs do; a failure after the stream started is
     not retried (its chunks may have been relayed already) but raised as a `ProviderError`.
     """
 
     def __init__(
-        self, *, provider: str, url: str, headers: Mapping[str, str], timeout: float, max_retries: int,
+        self, *, provider: str, url: str, api_key: str, timeout: float, max_retries: int,
         map_status: StatusMapper, delay: RetryDelay = backoff_delay,
     ) -> None:
         self._provider = provider
         self._url = url
-        self._headers = {**headers, "Content-Type": "application/json", "Accept": "text/event-stream"}
+        self._api_key = api_key
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
+                         "Accept": "text/event-stream"}
         # No limit on the whole stream, only on connecting and on the silence between two reads.
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 10.0), sock_read=timeout)
         self._max_retries = max_retries
@@ -98,8 +101,8 @@ class ChatStreamOpener:
                     raw = await response.read()
                 finally:
                     response.release()
-                error = self._map_status(response.status, error_message(raw, response.reason or ""),
-                                         retry_after(response.headers))
+                message = redact(error_message(raw, response.reason or ""), self._api_key)
+                error = self._map_status(response.status, message, retry_after(response.headers))
             if not error.retryable or attempt >= self._max_retries:
                 raise error
             delay = self._delay(attempt, error.retry_after)
@@ -110,7 +113,7 @@ class ChatStreamOpener:
     async def _chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
         finished = False
         try:
-            async for chunk in chat_chunks(response.content.iter_any(), self._provider):
+            async for chunk in chat_chunks(response.content.iter_any(), self._provider, self._api_key):
                 yield chunk
             finished = True
         except (aiohttp.ClientError, TimeoutError):

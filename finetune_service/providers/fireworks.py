@@ -538,7 +538,7 @@ class FireworksProvider:
             self._http()  # refuses with a clear error when the account is not configured
             self._opener = ChatStreamOpener(
                 provider=DISPLAY_NAME, url=f"{self.base_url}/inference/v1/chat/completions",
-                headers={"Authorization": f"Bearer {self._credentials.api_key}"}, timeout=self._timeout,
+                api_key=self._credentials.api_key or "", timeout=self._timeout,
                 max_retries=self._max_retries, map_status=map_fireworks_status, delay=self._delay,
             )
         return self._opener

@@ -443,7 +443,7 @@ class OpenAIProvider:
             client = self.client  # refuses with a clear error when no key is configured
             self._opener = ChatStreamOpener(
                 provider=DISPLAY_NAME, url=f"{client.base_url}chat/completions",
-                headers={"Authorization": f"Bearer {self._credentials.api_key}"},
+                api_key=client.api_key,
                 timeout=self._timeout, max_retries=self._max_retries, map_status=map_openai_status,
             )
         return self._opener

@@ -1,7 +1,7 @@
 """OpenAI-style chat completion streams (server-sent events) read straight from an HTTP body.
 
-Shared by the providers that read the stream themselves rather than through an SDK's typed
-chunk objects (OpenAI, Fireworks): the relay costs less per chunk than the SDK's models.
+Read by every provider's stream opener (`providers/chat_streams.py`) rather than through an SDK's
+typed chunk objects: the relay costs less per chunk than the SDK's models.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from finetune_service.errors import ProviderError
+from finetune_service.providers.upstream_http import redact
 
 DONE = b"[DONE]"
 _LINE_ENDS = (b"\n", b"\r")
@@ -34,8 +35,10 @@ async def data_fields(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         yield pending[5:].strip()
 
 
-async def chat_chunks(body: AsyncIterable[bytes], provider: str) -> AsyncIterator[dict[str, Any]]:
-    """The chunk objects of a streamed chat completion; an `error` event raises `ProviderError`.
+async def chat_chunks(body: AsyncIterable[bytes], provider: str, secret: str | None = None
+                      ) -> AsyncIterator[dict[str, Any]]:
+    """The chunk objects of a streamed chat completion; an `error` event raises `ProviderError`,
+    its message without `secret` (the API key the stream was opened with).
 
     The body is read to its end even after `[DONE]`: an HTTP client closes the connection of a
     response that is closed unread instead of reusing it, so every stream would pay a new connect.
@@ -52,6 +55,6 @@ async def chat_chunks(body: AsyncIterable[bytes], provider: str) -> AsyncIterato
             continue
         error = chunk.get("error")
         if isinstance(error, dict):
-            raise ProviderError(f"{provider} error: {error.get('message') or 'stream error'}", provider=provider,
-                                status=502, retryable=True)
+            message = redact(str(error.get("message") or "stream error"), secret)
+            raise ProviderError(f"{provider} error: {message}", provider=provider, status=502, retryable=True)
         yield chunk

@@ -1,9 +1,12 @@
 """Together AI, through the official `together` SDK (>=3.1.1,<4; contract in PROVIDERS.md §1).
 
 Notes on the choices made here:
-- Control-plane and inference calls use `AsyncTogether`. The SDK's `files.upload` hashes and
-  reads the file with blocking I/O even in the async client, so uploads run the *sync* client
-  in a worker thread instead (same SDK code path, including its 409 "already exists" handling).
+- Control-plane and inference calls use `AsyncTogether`, except streamed chat completions: they
+  are opened with one aiohttp request and relayed as sent (`providers/chat_streams.py`), as for
+  OpenAI and Fireworks.
+- The SDK's `files.upload` hashes and reads the file with blocking I/O even in the async client,
+  so uploads run the *sync* client in a worker thread instead (same SDK code path, including its
+  409 "already exists" handling).
 - `fine_tuning.create` is not idempotent. Its internal limits lookup is done first with
   retries, then the create itself runs with `max_retries=0`: a timeout must not silently
   launch a second paid job. The suffix carries a token derived from `client_reference`, so
@@ -50,8 +53,9 @@ from finetune_service.providers.base import (
     ProviderJob,
     ProviderName,
 )
+from finetune_service.providers.chat_streams import ChatStreamOpener
 from finetune_service.providers.parameters import ParamSpec, validate_parameters
-from finetune_service.providers.upstream_http import retry_after
+from finetune_service.providers.upstream_http import redact, retry_after
 from finetune_service.settings import ProviderCredentials
 
 log = logging.getLogger(__name__)
@@ -207,6 +211,7 @@ class TogetherProvider:
         self._base_url = base_url or None
         self._async: AsyncTogether | None = None
         self._sync: Together | None = None
+        self._opener: ChatStreamOpener | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -235,8 +240,26 @@ class TogetherProvider:
         return self._sync
 
     def _scrub(self, text: str) -> str:
-        key = self._credentials.api_key
-        return text.replace(key, "[redacted]") if key else text
+        return redact(text, self._credentials.api_key)
+
+    def _status_error(self, status: int, message: str, asked_wait: float | None) -> ProviderError:
+        """Our `ProviderError` for an HTTP error answer from Together AI (SDK call or opened stream)."""
+        provider, message = self.name, self._scrub(message)
+        if status == 401:
+            return ProviderError("Together AI rejected the configured API key", provider=provider, status=502)
+        if status == 429:
+            return ProviderError(f"Together AI rate limit: {message}", provider=provider, status=429,
+                                 retry_after=asked_wait, retryable=True)
+        if status == 408 or status >= 500:
+            return ProviderError(f"Together AI is unavailable (HTTP {status}): {message}", provider=provider,
+                                 status=504 if status in (408, 504) else 502, retry_after=asked_wait,
+                                 retryable=True)
+        if status == 402:
+            return ProviderError(f"Together AI refused the request for billing reasons: {message}",
+                                 provider=provider, status=502)
+        if status in (403, 404, 409):
+            return ProviderError(f"Together AI: {message}", provider=provider, status=status)
+        return ProviderError(f"Together AI: {message}", provider=provider, status=422)
 
     def _error(self, exc: Exception) -> ProviderError:
         """One place that turns SDK failures into `ProviderError`s."""
@@ -247,26 +270,7 @@ class TogetherProvider:
         if isinstance(exc, together.APIConnectionError):
             return ProviderError("Could not reach Together AI", provider=provider, status=502, retryable=True)
         if isinstance(exc, together.APIStatusError):
-            status, message = exc.status_code, self._scrub(_provider_message(exc))
-            if status == 401:
-                return ProviderError("Together AI rejected the configured API key", provider=provider, status=502)
-            if status == 429:
-                return ProviderError(f"Together AI rate limit: {message}", provider=provider, status=429,
-                                     retry_after=retry_after(exc.response.headers), retryable=True)
-            if status == 408 or status >= 500:
-                return ProviderError(f"Together AI is unavailable (HTTP {status}): {message}", provider=provider,
-                                     status=504 if status in (408, 504) else 502,
-                                     retry_after=retry_after(exc.response.headers), retryable=True)
-            if status == 402:
-                return ProviderError(f"Together AI refused the request for billing reasons: {message}",
-                                     provider=provider, status=502)
-            if status in (403, 404, 409):
-                return ProviderError(f"Together AI: {message}", provider=provider, status=status)
-            return ProviderError(f"Together AI: {message}", provider=provider, status=422)
-        if isinstance(exc, together.APIError) and isinstance(exc.body, dict) and exc.body.get("message"):
-            # An error sent inside an SSE stream (`data: {"error": {...}}`) after a 200.
-            return ProviderError(f"Together AI: {self._scrub(str(exc.body['message']))}", provider=provider,
-                                 status=502, retryable=True)
+            return self._status_error(exc.status_code, _provider_message(exc), retry_after(exc.response.headers))
         if isinstance(exc, together.APIError | json.JSONDecodeError | pydantic.ValidationError | httpx.HTTPError):
             return ProviderError("Together AI sent a response we could not read", provider=provider, status=502,
                                  retryable=True)
@@ -287,6 +291,9 @@ class TogetherProvider:
 
     async def aclose(self) -> None:
         client, sync, self._async, self._sync = self._async, self._sync, None, None
+        opener, self._opener = self._opener, None
+        if opener is not None:
+            await opener.aclose()
         if client is not None:
             await client.close()
         if sync is not None:
@@ -488,21 +495,19 @@ class TogetherProvider:
 
     async def stream_chat_completion(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Opens the upstream stream now (HTTP errors raise here, before anything reaches our
-        client); the returned iterator yields OpenAI-shaped chunk dicts, `aclose()` closes it."""
-        model, messages, extra = self._chat_args(body)
-        with self._errors():
-            stream = await self._client().chat.completions.create(
-                model=model, messages=messages, stream=True, extra_body=extra or None
-            )
-        return self._chunks(stream)
+        client); the returned iterator yields the chunk dicts as sent, `aclose()` closes it."""
+        self._chat_args(body)
+        return await self._streams().open(dict(body, stream=True))
 
-    async def _chunks(self, stream: Any) -> AsyncIterator[dict[str, Any]]:
-        try:
-            with self._errors():
-                async for chunk in stream:
-                    yield _wire(chunk)
-        finally:
-            await stream.close()
+    def _streams(self) -> ChatStreamOpener:
+        if self._opener is None:
+            client = self._client()  # refuses with a clear error when no key is configured
+            self._opener = ChatStreamOpener(
+                provider=DISPLAY_NAME, url=f"{str(client.base_url).rstrip('/')}/v1/chat/completions",
+                api_key=client.api_key, timeout=self._timeout,
+                max_retries=self._max_retries, map_status=self._status_error,
+            )
+        return self._opener
 
     async def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         model, inputs = body.get("model"), body.get("input")

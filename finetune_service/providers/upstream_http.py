@@ -45,6 +45,11 @@ def error_message(raw: bytes, fallback: str) -> str:
     return json.dumps(body)[:500]
 
 
+def redact(text: str, secret: str | None) -> str:
+    """`text` without `secret` (an API key a provider may echo back in a message)."""
+    return text.replace(secret, "[redacted]") if secret else text
+
+
 def backoff_delay(
     attempt: int, asked: float | None, *, base: float = 0.5, cap: float = 20.0, max_asked: float = 60.0,
 ) -> float:

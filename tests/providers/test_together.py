@@ -10,9 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import together
 from together.resources.fine_tuning import AsyncFineTuningResource
 
 from finetune_service.errors import ProviderError, ValidationFailed
@@ -411,12 +409,69 @@ async def test_unconfigured_provider_says_so() -> None:
     assert info.value.status == 503 and "TOGETHER_API_KEY" in info.value.detail
 
 
-def test_in_stream_error_keeps_the_message_but_not_the_key() -> None:
-    provider = TogetherProvider(ProviderCredentials(api_key="sekrit-key"))
-    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
-    error = provider._error(together.APIError("x", request, body={"message": "overloaded (key sekrit-key)"}))
-    assert error.status == 502 and error.retryable
-    assert error.detail == "Together AI: overloaded (key [redacted])"
+async def test_in_stream_error_keeps_the_message_but_not_the_key() -> None:
+    """Together reports a failure after the 200 as an `error` event in the stream."""
+    first = b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+    failed = b'data: {"error":{"message":"overloaded (key sekrit-key)","type":"server_error"}}\n\n'
+    sent: list[bytes] = []
+
+    async def answer_then_fail(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sent.append(await reader.readuntil(b"\r\n\r\n"))
+        body = first + failed
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_then_fail, "127.0.0.1", 0)
+    provider = make_provider(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", key="sekrit-key")
+    received = []
+    try:
+        with pytest.raises(ProviderError) as caught:
+            async for chunk in await provider.stream_chat_completion(
+                {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+            ):
+                received.append(chunk)
+    finally:
+        await provider.aclose()
+        server.close()
+    assert sent[0].startswith(b"POST /v1/chat/completions ") and b"Bearer sekrit-key" in sent[0]
+    assert [c["choices"][0]["delta"]["content"] for c in received] == ["Hi"]
+    assert caught.value.status == 502 and caught.value.retryable
+    assert caught.value.detail == "Together AI error: overloaded (key [redacted])"
+
+
+async def test_stream_open_retries_a_rate_limit_and_keeps_together_fields(
+    provider: TogetherProvider, emulator: TogetherEmulator,
+) -> None:
+    emulator.faults.add("POST", r"/v1/chat/completions$", status=429, retry_after=0.01)
+    before = len(emulator.requests_to("POST", "/v1/chat/completions"))
+    chunks = [c async for c in await provider.stream_chat_completion(
+        {"model": MODEL, "messages": [{"role": "user", "content": "one two"}], "max_tokens": 5}
+    )]
+    assert len(emulator.requests_to("POST", "/v1/chat/completions")) == before + 2
+    sent = emulator.requests_to("POST", "/v1/chat/completions")[-1]
+    assert sent["stream"] is True and sent["max_tokens"] == 5
+    # Relayed as Together sent them, its own fields included.
+    assert [c["choices"][0]["delta"]["token_id"] for c in chunks] == list(range(len(chunks)))
+    assert chunks[-1]["usage"]["total_tokens"] > 0
+
+
+async def test_stream_open_gives_up_with_the_last_error_and_no_key(
+    base_url: str, emulator: TogetherEmulator,
+) -> None:
+    emulator.faults.add("POST", r"/v1/chat/completions$", status=503, retry_after=0.01, times=10,
+                        body={"error": {"message": f"busy, key {KEY}"}})
+    provider = make_provider(base_url, max_retries=1)
+    before = len(emulator.requests_to("POST", "/v1/chat/completions"))
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.stream_chat_completion({"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+    finally:
+        await provider.aclose()
+    assert (caught.value.status, caught.value.retryable, caught.value.retry_after) == (502, True, 0.01)
+    assert caught.value.detail == "Together AI is unavailable (HTTP 503): busy, key [redacted]"
+    assert len(emulator.requests_to("POST", "/v1/chat/completions")) == before + 2  # 1 + max_retries
 
 
 def test_every_together_status_is_mapped() -> None:
