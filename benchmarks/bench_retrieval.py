@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from sqlalchemy import select
+from sqlmodel import col
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -84,10 +86,10 @@ async def bench(url: str, label: str, chunks: int, queries: int) -> dict[str, An
         await service._index(document.id, [Page("\n\n".join(paragraphs))])
     elapsed = time.perf_counter() - started
     async with database.session() as session:
-        stored = sum(d.chunk_count for d in (await session.execute(
-            RetrievalDocument.__table__.select().where(RetrievalDocument.folder_id == folder.id))).all())
-        failed = [d.error for d in (await session.execute(RetrievalDocument.__table__.select().where(
-            RetrievalDocument.status == "failed"))).all()]
+        stored = sum((await session.execute(select(col(RetrievalDocument.chunk_count)).where(
+            col(RetrievalDocument.folder_id) == folder.id))).scalars())
+        failed = list((await session.execute(select(col(RetrievalDocument.error)).where(
+            col(RetrievalDocument.status) == "failed"))).scalars())
     assert not failed, failed[:1]
     query_texts = [" ".join(zipf_words(words, int(rng.integers(2, 6)), rng)) for _ in range(queries)]
     cold_started = time.perf_counter()

@@ -32,7 +32,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 UPSTREAM_KEY = "test-openai-key"
 SERVICE_KEY = "bench-key"
 QUESTION = "Where is my order #1042 and when will the parcel arrive at my door?"
-MESSAGES = [{"role": "user", "content": QUESTION}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
 
 
 def free_port() -> int:
