@@ -496,7 +496,7 @@ class TogetherProvider:
     async def stream_chat_completion(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Opens the upstream stream now (HTTP errors raise here, before anything reaches our
         client); the returned iterator yields the chunk dicts as sent, `aclose()` closes it."""
-        self._chat_args(body)
+        self._chat_args(body)  # refuses a body without `model` and `messages`, as the plain call does
         return await self._streams().open(dict(body, stream=True))
 
     def _streams(self) -> ChatStreamOpener:
