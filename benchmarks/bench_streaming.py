@@ -4,7 +4,7 @@ Usage:  python benchmarks/bench_streaming.py [--n 200] [--concurrency 16] [--war
 
 Three processes on loopback: the OpenAI emulator (tests/emulators/openai.py, the upstream; it
 streams without artificial delay, so every millisecond measured is transport and processing),
-the service (uvicorn with its defaults, as `finetune-service serve`; its OpenAI provider points
+the service (started by the function behind `finetune-service serve`; its OpenAI provider points
 at the emulator), and this client (the real `openai` SDK, one AsyncOpenAI per path).
 
 * direct:  SDK -> emulator                    model `gpt-4o-mini`
@@ -61,10 +61,7 @@ def run_emulator(port: int) -> None:
 
 
 def run_service(port: int, upstream: str, data_dir: str) -> None:
-    import uvicorn
-
-    from finetune_service.access_log import uvicorn_log_config
-    from finetune_service.app import served_asgi
+    from finetune_service.cli import serve
     from finetune_service.settings import ProviderCredentials, Settings
 
     settings = Settings(
@@ -73,9 +70,8 @@ def run_service(port: int, upstream: str, data_dir: str) -> None:
         rate_limit_per_second=1e9, rate_limit_burst=10**9,
         openai=ProviderCredentials(api_key=UPSTREAM_KEY, base_url=f"{upstream}/v1"),
     )
-    # As `finetune-service serve` runs it: the served app behind the access log written after each
-    # response (access_log.py), uvicorn's log level.
-    uvicorn.run(served_asgi(settings), host="127.0.0.1", port=port, log_config=uvicorn_log_config())
+    # Through the command's own function, so uvicorn gets exactly the app and options `serve` gives it.
+    serve(settings, "127.0.0.1", port)
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:
