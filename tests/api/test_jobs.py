@@ -1,15 +1,28 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from finetune_service.app import create_app
+from finetune_service.settings import Settings
 from tests.api.helpers import uploaded_id
 from tests.conftest import AUTH_A, AUTH_B
 
 JOBS = "/api/finetune/jobs"
+
+
+@pytest.fixture
+async def slow_client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """A client whose Sandbox jobs stay running: with the suite's 0.05 s steps a job can succeed
+    before a busy machine gets to cancel it."""
+    async with AsyncTestClient(create_app(dataclasses.replace(settings, sandbox_step_seconds=3600))) as client:
+        yield client
 
 
 def job_body(dataset: str, **overrides: Any) -> dict[str, Any]:
@@ -97,7 +110,8 @@ async def test_bad_references_are_clear(client: AsyncTestClient[Litestar]) -> No
     assert wrong_type.status_code == 400 and "parameters" in wrong_type.json()["detail"]
 
 
-async def test_cancel_and_delete(client: AsyncTestClient[Litestar]) -> None:
+async def test_cancel_and_delete(slow_client: AsyncTestClient[Litestar]) -> None:
+    client = slow_client
     dataset = await uploaded_id(client)
     job = (await client.post(JOBS, json=job_body(dataset), headers=AUTH_A)).json()["job"]
     blocked = await client.delete(f"{JOBS}/{job['id']}", headers=AUTH_A)
@@ -111,7 +125,8 @@ async def test_cancel_and_delete(client: AsyncTestClient[Litestar]) -> None:
     assert (await client.get(f"{JOBS}/{job['id']}", headers=AUTH_A)).status_code == 404
 
 
-async def test_etags_give_304_until_something_changes(client: AsyncTestClient[Litestar]) -> None:
+async def test_etags_give_304_until_something_changes(slow_client: AsyncTestClient[Litestar]) -> None:
+    client = slow_client
     dataset = await uploaded_id(client)
     job = (await client.post(JOBS, json=job_body(dataset), headers=AUTH_A)).json()["job"]
     first = await client.get(f"{JOBS}/{job['id']}", headers=AUTH_A)
@@ -126,7 +141,8 @@ async def test_etags_give_304_until_something_changes(client: AsyncTestClient[Li
     assert (await client.get(JOBS, headers={**AUTH_A, "If-None-Match": listing.headers["etag"]})).status_code == 200
 
 
-async def test_list_filters_and_pages(client: AsyncTestClient[Litestar]) -> None:
+async def test_list_filters_and_pages(slow_client: AsyncTestClient[Litestar]) -> None:
+    client = slow_client
     dataset = await uploaded_id(client)
     ids = [(await client.post(JOBS, json=job_body(dataset, name=f"j{i}"), headers=AUTH_A)).json()["job"]["id"]
            for i in range(3)]
